@@ -72,6 +72,8 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    # Keep generating past end-of-sequence tokens (benchmarks: equal lengths).
+    ignore_eos: bool = False
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     cancel: CancelToken = field(default_factory=CancelToken)
     id: int = field(default_factory=lambda: next(_request_ids))

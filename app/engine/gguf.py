@@ -1,0 +1,582 @@
+"""Convert a llama-family GGUF file into an MLX model folder mlx-lm can load.
+
+The weights stay quantized: MLX reads Q4_0, Q4_1 and Q8_0 blocks straight
+into its own affine (weight, scales, biases) format, so nothing is
+re-quantized and the converted model computes what llama.cpp computes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from app.engine.types import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+# Bump when the converter's output changes, so stale conversions get redone.
+CONVERTER_VERSION = 1
+
+# Files an MLX model folder written by `convert_gguf` must contain.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+# GGML tensor type ids (ggml.h), for naming what a file uses.
+_GGML_TYPE_NAMES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+    9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
+    15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
+    20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
+    26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
+}
+# The types MLX loads exactly -> (elements per block, bytes per block).
+_SUPPORTED_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
+SUPPORTED_TENSOR_TYPES = frozenset(_SUPPORTED_BLOCKS)  # F32, F16, Q4_0, Q4_1, Q8_0
+
+# GGUF metadata value types: id -> struct format (None: string / array).
+_VALUE_FORMATS: dict[int, str | None] = {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+    8: None, 9: None, 10: "<Q", 11: "<q", 12: "<d",
+}
+
+# GGUF tensor names -> mlx-lm llama parameter names.
+_GLOBAL_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TENSOR_NAME = re.compile(r"^(?:blk\.(\d+)\.)?([a-z_]+)\.(weight|bias|scales|biases)$")
+
+# tokenizer.ggml.pre -> extra pre-tokenizer split in front of ByteLevel, from
+# llama.cpp's llama-vocab.cpp. Anything unknown is refused rather than guessed.
+_LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_PRE_TOKENIZERS = {
+    "default": "gpt2",
+    "gpt-2": "gpt2",
+    "smollm": "digits",
+    "starcoder": "digits",
+    "refact": "digits",
+    "llama-bpe": "llama3",
+    "llama3": "llama3",
+}
+
+_TOKEN_TYPE_CONTROL = 3
+_TOKEN_TYPE_USER_DEFINED = 4
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's header entry; `shape` is in MLX order (outermost first)."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+
+    @property
+    def type_name(self) -> str:
+        return _GGML_TYPE_NAMES.get(self.ggml_type, f"type {self.ggml_type}")
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """What a GGUF says about itself, read without touching the tensor data."""
+
+    version: int
+    metadata: dict[str, Any]  # scalars and strings only; arrays are skipped
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+
+# --------------------------------------------------------------------------
+# Header: validate cheaply before MLX reads (possibly gigabytes of) tensors.
+# --------------------------------------------------------------------------
+
+
+def _read(f: BinaryIO, fmt: str) -> Any:
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ModelLoadError("The GGUF file ends early (incomplete download?)")
+    return struct.unpack(fmt, data)[0]
+
+
+def _read_string(f: BinaryIO, file_size: int) -> str:
+    length = _read(f, "<Q")
+    if length > file_size - f.tell():
+        raise ModelLoadError("The GGUF file is corrupt (a string runs past the end)")
+    return f.read(length).decode("utf-8", errors="replace")
+
+
+def _skip_array(f: BinaryIO, file_size: int) -> None:
+    """Skip one array value without decoding it (token lists are large)."""
+    elem_type, count = _read(f, "<I"), _read(f, "<Q")
+    if elem_type == 8:
+        for _ in range(count):
+            f.seek(_read(f, "<Q"), os.SEEK_CUR)
+    elif (fmt := _VALUE_FORMATS.get(elem_type)) is not None:
+        f.seek(struct.calcsize(fmt) * count, os.SEEK_CUR)
+    else:
+        raise ModelLoadError(f"The GGUF file is corrupt (array of value type {elem_type})")
+    if f.tell() > file_size:
+        raise ModelLoadError("The GGUF file ends early (incomplete download?)")
+
+
+def _read_value(f: BinaryIO, value_type: int, file_size: int) -> Any:
+    if value_type == 8:
+        return _read_string(f, file_size)
+    if value_type == 9:
+        _skip_array(f, file_size)
+        return None
+    fmt = _VALUE_FORMATS.get(value_type)
+    if fmt is None:
+        raise ModelLoadError(f"The GGUF file is corrupt (metadata value type {value_type})")
+    return _read(f, fmt)
+
+
+def _tensor_nbytes(info: TensorInfo) -> int:
+    block, block_bytes = _SUPPORTED_BLOCKS[info.ggml_type]
+    count = 1
+    for dim in info.shape:
+        count *= dim
+    return (count + block - 1) // block * block_bytes
+
+
+def read_gguf_header(path: Path) -> GGUFHeader:
+    """Parse a GGUF's metadata and tensor table; raise ModelLoadError if it is not one."""
+    try:
+        file_size = path.stat().st_size
+        with open(path, "rb") as f:
+            return _parse_header(f, file_size)
+    except OSError as exc:
+        raise ModelLoadError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _parse_header(f: BinaryIO, file_size: int) -> GGUFHeader:
+    if f.read(4) != b"GGUF":
+        raise ModelLoadError("Not a GGUF file (bad magic bytes)")
+    version = _read(f, "<I")
+    if version not in (2, 3):
+        raise ModelLoadError(f"Unsupported GGUF version {version} (need 2 or 3)")
+    tensor_count, kv_count = _read(f, "<Q"), _read(f, "<Q")
+    if tensor_count > file_size or kv_count > file_size:
+        raise ModelLoadError("The GGUF file is corrupt (impossible header counts)")
+
+    metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = _read_string(f, file_size)
+        value = _read_value(f, _read(f, "<I"), file_size)
+        if value is not None:
+            metadata[key] = value
+
+    tensors: dict[str, TensorInfo] = {}
+    offsets: dict[str, int] = {}
+    for _ in range(tensor_count):
+        name = _read_string(f, file_size)
+        n_dims = _read(f, "<I")
+        if n_dims > 8:
+            raise ModelLoadError(f"The GGUF file is corrupt (tensor {name} has {n_dims} dims)")
+        dims = [_read(f, "<Q") for _ in range(n_dims)]
+        tensors[name] = TensorInfo(name, tuple(reversed(dims)), _read(f, "<I"))
+        offsets[name] = _read(f, "<Q")
+
+    alignment = int(metadata.get("general.alignment", 32)) or 32
+    data_start = -(-f.tell() // alignment) * alignment
+    for name, info in tensors.items():
+        if info.ggml_type in _SUPPORTED_BLOCKS and data_start + offsets[name] + _tensor_nbytes(info) > file_size:
+            raise ModelLoadError(
+                f"The GGUF file is truncated: tensor {name} runs past the end "
+                "(incomplete download?)"
+            )
+    return GGUFHeader(version, metadata, tensors)
+
+
+def check_supported(header: GGUFHeader) -> None:
+    """Refuse, with a readable reason, anything this converter cannot do exactly."""
+    arch = header.architecture
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"Unsupported model architecture '{arch}': only llama-family GGUF models "
+            "(Llama, Mistral, SmolLM, TinyLlama, ...) can be imported for now"
+        )
+    bad = Counter(t.type_name for t in header.tensors.values() if t.ggml_type not in SUPPORTED_TENSOR_TYPES)
+    if bad:
+        found = ", ".join(f"{name} ({n} tensors)" for name, n in bad.most_common())
+        raise ModelLoadError(
+            f"Unsupported GGUF quantization: {found}. Minerva can import GGUF files "
+            "quantized as Q4_0, Q4_1 or Q8_0, or unquantized F16/F32"
+        )
+    tokenizer_model = header.metadata.get("tokenizer.ggml.model")
+    if tokenizer_model != "gpt2":
+        raise ModelLoadError(
+            f"Unsupported tokenizer type '{tokenizer_model}': only byte-level BPE "
+            "('gpt2') GGUF tokenizers can be imported for now"
+        )
+    pre = header.metadata.get("tokenizer.ggml.pre", "default")
+    if pre not in _PRE_TOKENIZERS:
+        raise ModelLoadError(f"Unsupported GGUF pre-tokenizer '{pre}'")
+    if "rope_freqs.weight" in header.tensors:
+        raise ModelLoadError("Llama 3.1-style RoPE frequency scaling is not supported yet")
+
+
+# --------------------------------------------------------------------------
+# Loading and translating.
+# --------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """mx.array metadata values -> Python numbers/lists; strings pass through."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def load_gguf(path: Path, scratch_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """mx.load a GGUF -> (weights, plain metadata).
+
+    MLX opens GGUF files read-write, so a read-only file (a system-wide
+    install) is first copied into `scratch_dir`.
+    """
+    import mlx.core as mx
+
+    source = path
+    if not os.access(path, os.W_OK):
+        source = scratch_dir / "source.gguf"
+        log.info("%s is read-only; loading it from a copy", path)
+        shutil.copyfile(path, source)
+    try:
+        weights, metadata = mx.load(str(source), return_metadata=True)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"Cannot read GGUF file {path.name}: {exc}") from exc
+    finally:
+        if source != path:
+            source.unlink(missing_ok=True)
+    return weights, {k: _plain(v) for k, v in metadata.items()}
+
+
+def _f32(value: float) -> float:
+    """A float32 metadata value as its shortest decimal (1e-05, not 9.99999974e-06)."""
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
+def build_config(meta: dict[str, Any], header: GGUFHeader) -> dict[str, Any]:
+    """mlx-lm llama config.json fields from GGUF metadata."""
+    arch = header.architecture
+
+    def get(key: str, default: Any = None) -> Any:
+        value = meta.get(f"{arch}.{key}", default)
+        if value is None:
+            raise ModelLoadError(f"The GGUF file lacks required metadata '{arch}.{key}'")
+        return value
+
+    hidden = int(get("embedding_length"))
+    heads = int(get("attention.head_count"))
+    head_dim = int(meta.get(f"{arch}.attention.key_length", hidden // heads))
+    rope_dims = int(meta.get(f"{arch}.rope.dimension_count", head_dim))
+    if rope_dims != head_dim:
+        raise ModelLoadError(f"Partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported")
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    config: dict[str, Any] = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "num_hidden_layers": int(get("block_count")),
+        "intermediate_size": int(get("feed_forward_length")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        "head_dim": head_dim,
+        "rms_norm_eps": _f32(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        "vocab_size": int(meta.get(f"{arch}.vocab_size", len(tokens))),
+        "rope_theta": _f32(get("rope.freq_base", 10000.0)),
+        # GGUF stores Q/K permuted for llama.cpp's interleaved RoPE; MLX's
+        # traditional RoPE is that same rotation, so no un-permuting is needed.
+        "rope_traditional": True,
+        "max_position_embeddings": int(get("context_length")),
+        "tie_word_embeddings": "output.weight" not in header.tensors,
+        "attention_bias": "blk.0.attn_q.bias" in header.tensors,
+        "mlp_bias": "blk.0.ffn_up.bias" in header.tensors,
+    }
+    config.update(_rope_scaling(meta, arch))
+    config.update(_special_token_ids(meta))
+    return config
+
+
+def _rope_scaling(meta: dict[str, Any], arch: str) -> dict[str, Any]:
+    kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    if kind == "none":
+        return {}
+    factor = meta.get(f"{arch}.rope.scaling.factor")
+    if kind == "linear" and factor:
+        return {"rope_scaling": {"type": "linear", "factor": _f32(factor)}}
+    raise ModelLoadError(f"Unsupported RoPE scaling '{kind}'")
+
+
+def _special_token_ids(meta: dict[str, Any]) -> dict[str, Any]:
+    ids: dict[str, Any] = {}
+    if (bos := meta.get("tokenizer.ggml.bos_token_id")) is not None:
+        ids["bos_token_id"] = int(bos)
+    # Chat models may end a turn with an end-of-turn token distinct from EOS.
+    eos = [
+        int(meta[key])
+        for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+        if meta.get(key) is not None
+    ]
+    eos = list(dict.fromkeys(eos))
+    if eos:
+        ids["eos_token_id"] = eos[0] if len(eos) == 1 else eos
+    return ids
+
+
+def mlx_weight_name(gguf_name: str) -> str:
+    """`blk.3.attn_q.scales` -> `model.layers.3.self_attn.q_proj.scales`."""
+    match = _TENSOR_NAME.match(gguf_name)
+    if match:
+        layer, part, suffix = match.groups()
+        if layer is None and part in _GLOBAL_NAMES:
+            return f"{_GLOBAL_NAMES[part]}.{suffix}"
+        if layer is not None and part in _BLOCK_NAMES:
+            return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{suffix}"
+    raise ModelLoadError(
+        f"Unexpected tensor '{gguf_name}': this GGUF is not a plain llama model "
+        "(mixture-of-experts and other variants are not supported)"
+    )
+
+
+def translate_weights(weights: dict[str, Any]) -> dict[str, Any]:
+    """Rename to mlx-lm parameter names; norms go to float16 like the rest."""
+    import mlx.core as mx
+
+    out = {}
+    for name, array in weights.items():
+        if array.dtype == mx.float32:
+            array = array.astype(mx.float16)
+        out[mlx_weight_name(name)] = array
+    return out
+
+
+def quantization_config(weights: dict[str, Any], header: GGUFHeader) -> dict[str, Any] | None:
+    """The `quantization` entry for config.json, from the loaded packed weights.
+
+    The most common (group_size, bits) becomes the default; modules that
+    differ, or are stored unquantized, get a per-module entry, which mlx-lm
+    applies through its class_predicate.
+    """
+    per_module: dict[str, dict[str, int] | bool] = {}
+    for gguf_name, info in header.tensors.items():
+        if not gguf_name.endswith(".weight") or len(info.shape) != 2:
+            continue
+        module = mlx_weight_name(gguf_name)[: -len(".weight")]
+        scales = weights.get(f"{module}.scales")
+        if scales is None:
+            per_module[module] = False
+            continue
+        in_dims = info.shape[-1]
+        packed = weights[f"{module}.weight"].shape[-1]
+        per_module[module] = {"group_size": in_dims // scales.shape[-1], "bits": packed * 32 // in_dims}
+    counts = Counter((q["group_size"], q["bits"]) for q in per_module.values() if q)
+    if not counts:
+        return None
+    (group_size, bits), _ = counts.most_common(1)[0]
+    default = {"group_size": group_size, "bits": bits}
+    config: dict[str, Any] = dict(default)
+    config.update({m: q for m, q in per_module.items() if q != default})
+    return config
+
+
+# --------------------------------------------------------------------------
+# Tokenizer.
+# --------------------------------------------------------------------------
+
+
+def _pre_tokenizer(pre: str) -> Any:
+    from tokenizers import Regex, pre_tokenizers
+
+    kind = _PRE_TOKENIZERS[pre]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=kind != "llama3")
+    if kind == "digits":
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    if kind == "llama3":
+        split = pre_tokenizers.Split(Regex(_LLAMA3_REGEX), behavior="isolated", invert=False)
+        return pre_tokenizers.Sequence([split, byte_level])
+    return byte_level
+
+
+def build_tokenizer(meta: dict[str, Any]) -> Any:
+    """A byte-level BPE `tokenizers.Tokenizer` from the GGUF vocab and merges."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+
+    tokens: list[str] = meta["tokenizer.ggml.tokens"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        log.warning("GGUF vocab has %d duplicate tokens", len(tokens) - len(vocab))
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tokenizer.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
+    tokenizer.decoder = decoders.ByteLevel()
+
+    types = meta.get("tokenizer.ggml.token_type") or []
+    added = [
+        AddedToken(tokens[i], special=t == _TOKEN_TYPE_CONTROL, normalized=False)
+        for i, t in enumerate(types)
+        if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
+    ]
+    tokenizer.add_special_tokens([a for a in added if a.special])
+    tokenizer.add_tokens([a for a in added if not a.special])
+
+    bos_id = meta.get("tokenizer.ggml.bos_token_id")
+    if meta.get("tokenizer.ggml.add_bos_token") and bos_id is not None:
+        bos = tokens[int(bos_id)]
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, int(bos_id))]
+        )
+    else:
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tokenizer
+
+
+def build_tokenizer_config(meta: dict[str, Any], context_length: int) -> dict[str, Any]:
+    """tokenizer_config.json: special tokens and the chat template."""
+    tokens: list[str] = meta["tokenizer.ggml.tokens"]
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": context_length,
+    }
+    for name, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"), ("unk", "unknown")):
+        token_id = meta.get(f"tokenizer.ggml.{key}_token_id")
+        if token_id is not None and 0 <= int(token_id) < len(tokens):
+            config[f"{name}_token"] = tokens[int(token_id)]
+    if template := meta.get("tokenizer.chat_template"):
+        config["chat_template"] = template
+    return config
+
+
+# --------------------------------------------------------------------------
+# The whole conversion.
+# --------------------------------------------------------------------------
+
+
+def model_folder_complete(path: Path) -> bool:
+    """True if `path` holds every file a converted model needs, none empty."""
+    return all((path / name).is_file() and (path / name).stat().st_size > 0 for name in MODEL_FILES)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _remove_stale_partials(out_dir: Path, max_age_s: float = 3600.0) -> None:
+    """Delete temp folders left by crashed conversions (not a running one's)."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*.partial"):
+        try:
+            if time.time() - stale.stat().st_mtime > max_age_s:
+                log.info("Removing stale partial conversion %s", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished folder to `out_dir`, replacing any old one.
+
+    A directory rename is atomic, so readers see either the old folder, no
+    folder, or the complete new one: never a half-written model.
+    """
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.{os.getpid()}.old.partial"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
+    """Convert a llama-family GGUF into an MLX model folder at `out_dir`; return it.
+
+    Raises ModelLoadError for unsupported architectures, quantization or
+    tokenizers and for corrupt files. The folder appears all at once.
+    """
+    import mlx.core as mx
+
+    report = progress or (lambda fraction, message: None)
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    started = time.perf_counter()
+
+    report(0.0, "Reading GGUF header")
+    header = read_gguf_header(gguf_path)
+    check_supported(header)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        report(0.05, "Loading weights")
+        raw_weights, meta = load_gguf(gguf_path, staging)
+
+        report(0.6, "Translating weights")
+        config = build_config(meta, header)
+        weights = translate_weights(raw_weights)
+        del raw_weights
+        if (quantization := quantization_config(weights, header)) is not None:
+            config["quantization"] = quantization
+        config["minerva_gguf"] = {
+            "converter_version": CONVERTER_VERSION,
+            "source": gguf_path.name,
+            "source_bytes": gguf_path.stat().st_size,
+        }
+
+        report(0.7, "Building tokenizer")
+        build_tokenizer(meta).save(str(staging / "tokenizer.json"))
+        _write_json(
+            staging / "tokenizer_config.json",
+            build_tokenizer_config(meta, config["max_position_embeddings"]),
+        )
+
+        report(0.8, "Writing weights")
+        mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
+        # config.json last: a folder without it is never mistaken for a model.
+        _write_json(staging / "config.json", config)
+
+        report(0.95, "Finishing")
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("Converted %s to %s in %.1f s", gguf_path.name, out_dir, time.perf_counter() - started)
+    report(1.0, "Done")
+    return out_dir
