@@ -150,15 +150,24 @@ class Engine:
     def _run(self) -> None:
         self._stream = mx.new_stream(mx.default_device())
         try:
-            while True:
-                self._run_commands(block=not self._active)
-                self._reap_cancelled()
-                if self._active:
-                    self._step()
-                elif self._later:
-                    self._run_later()
+            with mx.stream(self._stream):
+                self._loop()
         except _Stop:
             log.info("Engine stopped")
+        finally:
+            # Without this, MLX's per-thread stream workers can abort the
+            # process at exit ("terminate called without an active exception").
+            mx.synchronize(self._stream)
+            mx.clear_streams()
+
+    def _loop(self) -> None:
+        while True:
+            self._run_commands(block=not self._active)
+            self._reap_cancelled()
+            if self._active:
+                self._step()
+            elif self._later:
+                self._run_later()
 
     def _run_commands(self, block: bool) -> None:
         try:

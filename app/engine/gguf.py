@@ -16,9 +16,10 @@ import struct
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from app.engine.types import ModelLoadError
 
@@ -36,11 +37,35 @@ SUPPORTED_ARCHITECTURES = ("llama",)
 
 # GGML tensor type ids (ggml.h), for naming what a file uses.
 _GGML_TYPE_NAMES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
-    9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
-    15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
-    20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
-    26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    9: "Q8_1",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    15: "Q8_K",
+    16: "IQ2_XXS",
+    17: "IQ2_XS",
+    18: "IQ3_XXS",
+    19: "IQ1_S",
+    20: "IQ4_NL",
+    21: "IQ3_S",
+    22: "IQ2_S",
+    23: "IQ4_XS",
+    24: "I8",
+    25: "I16",
+    26: "I32",
+    27: "I64",
+    28: "F64",
+    29: "IQ1_M",
+    30: "BF16",
 }
 # The types MLX loads exactly -> (elements per block, bytes per block).
 _SUPPORTED_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
@@ -48,8 +73,19 @@ SUPPORTED_TENSOR_TYPES = frozenset(_SUPPORTED_BLOCKS)  # F32, F16, Q4_0, Q4_1, Q
 
 # GGUF metadata value types: id -> struct format (None: string / array).
 _VALUE_FORMATS: dict[int, str | None] = {
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-    8: None, 9: None, 10: "<Q", 11: "<q", 12: "<d",
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    8: None,
+    9: None,
+    10: "<Q",
+    11: "<q",
+    12: "<d",
 }
 
 # GGUF tensor names -> mlx-lm llama parameter names.
@@ -212,7 +248,9 @@ def _parse_header(f: BinaryIO, file_size: int) -> GGUFHeader:
     alignment = int(metadata.get("general.alignment", 32)) or 32
     data_start = -(-f.tell() // alignment) * alignment
     for name, info in tensors.items():
-        if info.ggml_type in _SUPPORTED_BLOCKS and data_start + offsets[name] + _tensor_nbytes(info) > file_size:
+        if info.ggml_type not in _SUPPORTED_BLOCKS:
+            continue  # refused by check_supported, with a better message
+        if data_start + offsets[name] + _tensor_nbytes(info) > file_size:
             raise ModelLoadError(
                 f"The GGUF file is truncated: tensor {name} runs past the end "
                 "(incomplete download?)"
@@ -228,7 +266,9 @@ def check_supported(header: GGUFHeader) -> None:
             f"Unsupported model architecture '{arch}': only llama-family GGUF models "
             "(Llama, Mistral, SmolLM, TinyLlama, ...) can be imported for now"
         )
-    bad = Counter(t.type_name for t in header.tensors.values() if t.ggml_type not in SUPPORTED_TENSOR_TYPES)
+    bad = Counter(
+        t.type_name for t in header.tensors.values() if t.ggml_type not in SUPPORTED_TENSOR_TYPES
+    )
     if bad:
         found = ", ".join(f"{name} ({n} tensors)" for name, n in bad.most_common())
         raise ModelLoadError(
@@ -305,7 +345,9 @@ def build_config(meta: dict[str, Any], header: GGUFHeader) -> dict[str, Any]:
     head_dim = int(meta.get(f"{arch}.attention.key_length", hidden // heads))
     rope_dims = int(meta.get(f"{arch}.rope.dimension_count", head_dim))
     if rope_dims != head_dim:
-        raise ModelLoadError(f"Partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported")
+        raise ModelLoadError(
+            f"Partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported"
+        )
     tokens = meta.get("tokenizer.ggml.tokens") or []
     config: dict[str, Any] = {
         "model_type": "llama",
@@ -347,11 +389,12 @@ def _special_token_ids(meta: dict[str, Any]) -> dict[str, Any]:
     if (bos := meta.get("tokenizer.ggml.bos_token_id")) is not None:
         ids["bos_token_id"] = int(bos)
     # Chat models may end a turn with an end-of-turn token distinct from EOS.
-    eos = [
-        int(meta[key])
-        for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-        if meta.get(key) is not None
-    ]
+    keys = (
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    )
+    eos = [int(meta[k]) for k in keys if meta.get(k) is not None]
     eos = list(dict.fromkeys(eos))
     if eos:
         ids["eos_token_id"] = eos[0] if len(eos) == 1 else eos
@@ -373,14 +416,28 @@ def mlx_weight_name(gguf_name: str) -> str:
     )
 
 
-def translate_weights(weights: dict[str, Any]) -> dict[str, Any]:
-    """Rename to mlx-lm parameter names; norms go to float16 like the rest."""
+def default_dtype() -> str:
+    """float32 on CPU, bfloat16 on Apple GPUs.
+
+    GGUF scales are float16, but float16 activations overflow in these
+    models (SmolLM2 reaches ~25k in the residual stream) and garble the
+    output; on MLX's CPU backend bfloat16 and float16 are also ~10x slower
+    than float32. bfloat16 is what MLX's own quantized models use on Metal.
+    """
     import mlx.core as mx
 
+    return "bfloat16" if mx.metal.is_available() else "float32"
+
+
+def translate_weights(weights: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """Rename to mlx-lm parameter names; float tensors (scales, norms) go to `dtype`."""
+    import mlx.core as mx
+
+    target = getattr(mx, dtype)
     out = {}
     for name, array in weights.items():
-        if array.dtype == mx.float32:
-            array = array.astype(mx.float16)
+        if mx.issubdtype(array.dtype, mx.floating) and array.dtype != target:
+            array = array.astype(target)
         out[mlx_weight_name(name)] = array
     return out
 
@@ -403,7 +460,10 @@ def quantization_config(weights: dict[str, Any], header: GGUFHeader) -> dict[str
             continue
         in_dims = info.shape[-1]
         packed = weights[f"{module}.weight"].shape[-1]
-        per_module[module] = {"group_size": in_dims // scales.shape[-1], "bits": packed * 32 // in_dims}
+        per_module[module] = {
+            "group_size": in_dims // scales.shape[-1],
+            "bits": packed * 32 // in_dims,
+        }
     counts = Counter((q["group_size"], q["bits"]) for q in per_module.values() if q)
     if not counts:
         return None
@@ -441,7 +501,7 @@ def build_tokenizer(meta: dict[str, Any]) -> Any:
     if len(vocab) != len(tokens):
         log.warning("GGUF vocab has %d duplicate tokens", len(tokens) - len(vocab))
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=False))
     tokenizer.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
     tokenizer.decoder = decoders.ByteLevel()
 
@@ -458,7 +518,9 @@ def build_tokenizer(meta: dict[str, Any]) -> Any:
     if meta.get("tokenizer.ggml.add_bos_token") and bos_id is not None:
         bos = tokens[int(bos_id)]
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, int(bos_id))]
+            single=f"{bos}:0 $A:0",
+            pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+            special_tokens=[(bos, int(bos_id))],
         )
     else:
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -525,8 +587,17 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
+def convert_gguf(
+    gguf_path: Path,
+    out_dir: Path,
+    progress: Progress | None = None,
+    *,
+    dtype: str | None = None,
+) -> Path:
     """Convert a llama-family GGUF into an MLX model folder at `out_dir`; return it.
+
+    `dtype` is the float type for scales, biases and norms (and so for the
+    activations); None picks `default_dtype()` for this machine.
 
     Raises ModelLoadError for unsupported architectures, quantization or
     tokenizers and for corrupt files. The folder appears all at once.
@@ -543,19 +614,24 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
+    )
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; the model folder should not be
     try:
         report(0.05, "Loading weights")
         raw_weights, meta = load_gguf(gguf_path, staging)
 
         report(0.6, "Translating weights")
         config = build_config(meta, header)
-        weights = translate_weights(raw_weights)
+        dtype = dtype or default_dtype()
+        weights = translate_weights(raw_weights, dtype)
         del raw_weights
         if (quantization := quantization_config(weights, header)) is not None:
             config["quantization"] = quantization
         config["minerva_gguf"] = {
             "converter_version": CONVERTER_VERSION,
+            "dtype": dtype,
             "source": gguf_path.name,
             "source_bytes": gguf_path.stat().st_size,
         }

@@ -1,0 +1,6 @@
+"""The OpenAI-compatible HTTP API (aiohttp); it never imports MLX."""
+
+from app.server.app import create_app
+from app.server.runner import ServerThread, serve
+
+__all__ = ["ServerThread", "create_app", "serve"]

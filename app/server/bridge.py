@@ -1,9 +1,10 @@
 """From the engine thread to the event loop, and cancellation when nobody listens.
 
 The engine calls a request's sink on its own thread, so each event hops onto
-the loop with `call_soon_threadsafe` into a per-request queue. aiohttp (>= 3.9)
-no longer cancels a handler when its client goes away, so a small watcher
-notices the closed connection and cancels the generation itself.
+the loop with `call_soon_threadsafe` into a per-request queue. Our runner
+cancels handlers whose client left, but aiohttp's default (>= 3.9) does not,
+so a small watcher also notices a closed connection and cancels the
+generation itself: the app behaves the same under any runner.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ async def generation(request: web.Request, gen: GenerationRequest) -> AsyncItera
         watcher.cancel()
         in_flight.discard(gen.cancel)
         if not events.finished:
+            log.info("Cancelling unfinished generation %d", gen.id)
             gen.cancel.cancel()
 
 

@@ -85,9 +85,10 @@ def engine_message(message: ChatMessage) -> dict[str, Any]:
 
 
 def chat_generation_request(body: ChatCompletionRequest) -> GenerationRequest:
+    """`top_logprobs` counts only with `logprobs: true`, as in OpenAI's API."""
     return GenerationRequest(
         messages=[engine_message(m) for m in body.messages],
-        model=body.model,
+        model=body.model or None,  # "" from a client means "whatever is loaded"
         sampling=sampling_params(body),
         max_tokens=body.requested_max_tokens,
         stop=body.stop,
@@ -104,7 +105,7 @@ def completion_generation_request(body: CompletionRequest) -> GenerationRequest:
     return GenerationRequest(
         prompt_text=text,
         prompt_tokens=tokens,
-        model=body.model,
+        model=body.model or None,  # "" from a client means "whatever is loaded"
         sampling=sampling_params(body),
         max_tokens=body.max_tokens,
         stop=body.stop,
@@ -135,7 +136,9 @@ def _logprob(value: float) -> float:
 
 
 def _top_info(top: TopLogprob) -> TopLogprobInfo:
-    return TopLogprobInfo(token=top.token, logprob=_logprob(top.logprob), bytes=list(top.token.encode()))
+    return TopLogprobInfo(
+        token=top.token, logprob=_logprob(top.logprob), bytes=list(top.token.encode())
+    )
 
 
 def chat_logprobs(logprobs: Sequence[TokenLogprob]) -> ChatLogprobs:
@@ -199,7 +202,9 @@ class ChatFormat(_Ids):
         super().__init__("chatcmpl", started)
         self.logprobs = logprobs
 
-    def _chunk(self, delta: DeltaMessage, reason: str | None = None, lps: ChatLogprobs | None = None) -> BaseModel:
+    def _chunk(
+        self, delta: DeltaMessage, reason: str | None = None, lps: ChatLogprobs | None = None
+    ) -> BaseModel:
         choice = ChatChunkChoice(delta=delta, logprobs=lps, finish_reason=reason)
         return ChatCompletionChunk(**self.header(), choices=[choice])
 

@@ -88,7 +88,9 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> APIErr
         message = f"Method {request.method} is not allowed for {request.path}"
     else:
         message = exc.text or exc.reason
-    headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+    headers = {
+        k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
+    }
     return APIError(exc.status, message, headers=headers)
 
 
@@ -98,7 +100,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except APIError as exc:
-        log.info("%s %s -> %d: %s", request.method, request.path, exc.status, exc.message)
+        level = logging.WARNING if exc.status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status, exc.message)
         return exc.response()
     except web.HTTPException as exc:
         if exc.status < 400:

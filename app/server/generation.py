@@ -11,8 +11,18 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from app.engine.types import Failed, Finished, GenerationRequest, Started, TextDelta, TokenLogprob, Usage
+from app.engine.types import (
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    Started,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 from app.server.bridge import EngineEvents, generation
 from app.server.convert import FormatFactory, ResponseFormat
 from app.server.errors import from_engine_error
@@ -21,6 +31,12 @@ from app.server.sse import SSEWriter
 log = logging.getLogger(__name__)
 
 CLAMPED_HEADER = "x-minerva-max-tokens-clamped"
+
+
+def json_model(body: BaseModel, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=body.model_dump_json(), content_type="application/json", headers=headers
+    )
 
 
 async def respond(
@@ -50,7 +66,9 @@ async def _started(events: EngineEvents) -> Started:
     return event
 
 
-async def _collect(events: EngineEvents, fmt: ResponseFormat, headers: dict[str, str]) -> web.Response:
+async def _collect(
+    events: EngineEvents, fmt: ResponseFormat, headers: dict[str, str]
+) -> web.Response:
     """Nothing is sent yet, so a failure at any point is still an HTTP error."""
     text: list[str] = []
     logprobs: list[TokenLogprob] = []
@@ -63,7 +81,8 @@ async def _collect(events: EngineEvents, fmt: ResponseFormat, headers: dict[str,
         elif isinstance(event, Finished):
             _log_finished(event)
             body = fmt.response("".join(text), logprobs, event.finish_reason, event.usage)
-    return web.Response(text=body.model_dump_json(), content_type="application/json", headers=headers)
+            return json_model(body, headers)
+    raise RuntimeError("The engine's events ended without Finished")
 
 
 async def _stream(
@@ -90,7 +109,9 @@ async def _pump(
 ) -> None:
     for chunk in fmt.opening():
         await sse.send(chunk)
-    reason, usage, tokens = "stop", None, 0
+    reason: FinishReason = "stop"  # if the engine fails mid-stream
+    usage: Usage | None = None
+    tokens = 0
     async for event in events:
         if isinstance(event, TextDelta):
             tokens += len(event.token_ids)
@@ -99,7 +120,9 @@ async def _pump(
             _log_finished(event)
             reason, usage = event.finish_reason, event.usage
         elif isinstance(event, Failed):
-            log.warning("Generation failed after streaming began; ending the stream: %s", event.error)
+            log.warning(
+                "Generation failed after streaming began; ending the stream: %s", event.error
+            )
     await sse.send(fmt.closing(reason))
     if include_usage:
         usage = usage or Usage(started.prompt_tokens, tokens, started.cached_tokens)

@@ -17,7 +17,7 @@ from app.server.convert import (
     model_list,
 )
 from app.server.errors import RETRY_AFTER_S, APIError, from_validation_error
-from app.server.generation import respond
+from app.server.generation import json_model, respond
 from app.server.keys import ENGINE
 from app.server.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 
@@ -37,10 +37,6 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-
-
-def json_model(body: BaseModel, **kwargs: object) -> web.Response:
-    return web.Response(text=body.model_dump_json(), content_type="application/json", **kwargs)
 
 
 @routes.get("/health")
@@ -78,18 +74,24 @@ async def get_model(request: web.Request) -> web.Response:
     for card in (await _models(request)).data:
         if card.id == model_id:
             return json_model(card)
-    raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+    raise APIError(
+        404, f"The model '{model_id}' does not exist", param="model", code="model_not_found"
+    )
 
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatCompletionRequest)
     gen = chat_generation_request(body)
-    return await respond(request, gen, ChatFormat, stream=bool(body.stream), include_usage=body.include_usage)
+    return await respond(
+        request, gen, ChatFormat, stream=bool(body.stream), include_usage=body.include_usage
+    )
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, CompletionRequest)
     gen = completion_generation_request(body)
-    return await respond(request, gen, CompletionFormat, stream=bool(body.stream), include_usage=body.include_usage)
+    return await respond(
+        request, gen, CompletionFormat, stream=bool(body.stream), include_usage=body.include_usage
+    )

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+)
 from pydantic_core import PydanticCustomError
 
 # --- requests -----------------------------------------------------------------
@@ -22,7 +29,8 @@ _TEXT_PART_TYPES = ("text", "input_text")
 def _part_text(part: Any) -> str:
     if not isinstance(part, dict):
         raise PydanticCustomError(
-            "content_part", "Each content part must be an object like {'type': 'text', 'text': '...'}"
+            "content_part",
+            "Each content part must be an object like {'type': 'text', 'text': '...'}",
         )
     kind = part.get("type")
     if kind not in _TEXT_PART_TYPES:
@@ -43,7 +51,9 @@ def _text_content(value: Any) -> Any:
         return value
     if isinstance(value, list):
         return "\n".join(_part_text(part) for part in value)
-    raise PydanticCustomError("content_type", "Content must be a string, null or an array of content parts")
+    raise PydanticCustomError(
+        "content_type", "Content must be a string, null or an array of content parts"
+    )
 
 
 def _stop_strings(value: Any) -> Any:
@@ -58,20 +68,30 @@ def _stop_strings(value: Any) -> Any:
 
 
 def _is_token_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value
+    )
 
 
 def _single_prompt(value: Any) -> Any:
     """One prompt: a string or token ids, alone or as the only item of a list."""
     if isinstance(value, str) or (_is_token_list(value) and value):
         return value
-    if isinstance(value, list) and len(value) > 1 and all(isinstance(p, (str, list)) for p in value):
+    if (
+        isinstance(value, list)
+        and len(value) > 1
+        and all(isinstance(p, (str, list)) for p in value)
+    ):
         raise PydanticCustomError(
             "multiple_prompts",
             "Only one prompt per request is supported (got {count})",
             {"count": len(value)},
         )
-    if isinstance(value, list) and len(value) == 1 and (isinstance(value[0], str) or _is_token_list(value[0])):
+    if (
+        isinstance(value, list)
+        and len(value) == 1
+        and (isinstance(value[0], str) or _is_token_list(value[0]))
+    ):
         return value[0]
     raise PydanticCustomError(
         "prompt_type", "prompt must be a string, an array of one string, or an array of token ids"
@@ -84,7 +104,7 @@ Prompt = Annotated[str | list[int], BeforeValidator(_single_prompt)]
 
 
 class ChatMessage(BaseModel):
-    """One message; extra fields (tool_calls, tool_call_id, name, ...) pass through to the template."""
+    """One message; extra fields (tool_calls, tool_call_id, name, ...) reach the template."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -123,7 +143,9 @@ class GenerationParams(BaseModel):
     @classmethod
     def _only_one_choice(cls, n: int | None) -> int | None:
         if n not in (None, 1):
-            raise PydanticCustomError("unsupported_n", "Only n=1 is supported: ask for one completion per request")
+            raise PydanticCustomError(
+                "unsupported_n", "Only n=1 is supported: ask for one completion per request"
+            )
         return n
 
     @property
@@ -169,7 +191,9 @@ class CompletionRequest(GenerationParams):
     @classmethod
     def _no_suffix(cls, suffix: str | None) -> str | None:
         if suffix:
-            raise PydanticCustomError("unsupported_suffix", "suffix (fill-in-the-middle) is not supported")
+            raise PydanticCustomError(
+                "unsupported_suffix", "suffix (fill-in-the-middle) is not supported"
+            )
         return suffix
 
     @field_validator("best_of")
