@@ -130,6 +130,11 @@ class Engine:
     def model_status(self) -> ModelStatus:
         return self._status
 
+    @property
+    def active_requests(self) -> int:
+        """How many requests hold a generator slot (prefilling or decoding)."""
+        return len(self._active)
+
     def available_models(self) -> list[LocalModel]:
         return list_models(self.models_dir)
 

@@ -94,6 +94,7 @@ def chat_generation_request(body: ChatCompletionRequest) -> GenerationRequest:
         stop=body.stop,
         logprobs=bool(body.logprobs),
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
+        ignore_eos=bool(body.ignore_eos),
         chat_template_kwargs=body.chat_template_kwargs or {},
     )
 
@@ -111,6 +112,7 @@ def completion_generation_request(body: CompletionRequest) -> GenerationRequest:
         stop=body.stop,
         logprobs=body.logprobs is not None,
         top_logprobs=body.logprobs or 0,
+        ignore_eos=bool(body.ignore_eos),
     )
 
 

@@ -138,6 +138,7 @@ class GenerationParams(BaseModel):
     n: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool | None = False  # vLLM extension: benchmarks need equal lengths
 
     @field_validator("n")
     @classmethod
