@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Qt widgets render offscreen in tests (no display in CI).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from tests.tiny_model import build_tiny_model
 

@@ -167,7 +167,7 @@ class Engine:
 
     def _loop(self) -> None:
         while True:
-            self._run_commands(block=not self._active)
+            self._run_commands(block=not self._active and not self._later)
             self._reap_cancelled()
             if self._active:
                 self._step()
