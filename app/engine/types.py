@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Union
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from app.core.models import LocalModel
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+ToolChoice = Union[Literal["auto", "none", "required"], str]  # or a function name
 
 _request_ids = itertools.count(1)
 
@@ -75,6 +78,13 @@ class GenerationRequest:
     # Keep generating past end-of-sequence tokens (benchmarks: equal lengths).
     ignore_eos: bool = False
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # OpenAI function tools: [{"type": "function", "function": {name, description, parameters}}].
+    tools: list[dict[str, Any]] | None = None
+    # "auto", "none", "required", or the name of the one function that must be called.
+    tool_choice: ToolChoice = "auto"
+    # None, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}}.
+    response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
     cancel: CancelToken = field(default_factory=CancelToken)
     id: int = field(default_factory=lambda: next(_request_ids))
     submitted_at: float = field(default_factory=time.perf_counter)
@@ -148,6 +158,24 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """Thinking text (`<think>`, harmony's analysis channel), kept apart from the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """Part of a tool call. The first delta of a call has `id` and `name`;
+    later ones add fragments of the JSON `arguments` string."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Finished:
     finish_reason: FinishReason
     usage: Usage
@@ -161,7 +189,7 @@ class Failed:
     error: "EngineError"
 
 
-Event = Union[Started, TextDelta, Finished, Failed]
+Event = Union[Started, TextDelta, ReasoningDelta, ToolCallDelta, Finished, Failed]
 Sink = Callable[[Event], None]
 
 
@@ -241,3 +269,14 @@ class EngineLike(Protocol):
     def model_status(self) -> ModelStatus: ...
 
     def available_models(self) -> list["LocalModel"]: ...
+
+    def embed(self, texts: list[str], model: str | None = None) -> "Future[Embeddings]": ...
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Mean-pooled, L2-normalised hidden states, one vector per input text."""
+
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int
