@@ -24,12 +24,16 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from app.core.models import LocalModel
 from app.core.settings import EngineSettings
 from app.engine.loader import LoadedModel, list_models, load_model, resolve_model_path
+from app.engine.embeddings import embed_texts
 from app.engine.logprobs import token_logprob
+from app.engine.output import OutputParser
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import prompt_tokens, token_budget
 from app.engine.sampling import processors_for, sampler_for
+from app.engine.structure import constraint_processors, output_parser
 from app.engine.textstream import StopTextStream
 from app.engine.types import (
+    Embeddings,
     EngineError,
     Failed,
     Finished,
@@ -59,6 +63,7 @@ class _Active:
     sink: Sink
     uid: int
     text: StopTextStream
+    parser: OutputParser | None
     prompt_tokens: int
     cached_tokens: int
     admitted_at: float
@@ -125,6 +130,12 @@ class Engine:
     def unload_model(self) -> Future[ModelStatus]:
         done: Future[ModelStatus] = Future()
         self._commands.put(lambda: done.set_result(self._unload()))
+        return done
+
+    def embed(self, texts: list[str], model: str | None = None) -> Future[Embeddings]:
+        """Embed texts on the engine thread, between decode steps."""
+        done: Future[Embeddings] = Future()
+        self._commands.put(lambda: self._embed_command(texts, model, done))
         return done
 
     def model_status(self) -> ModelStatus:
@@ -289,6 +300,23 @@ class Engine:
         self._load(wanted)
         return True
 
+    # ----- embeddings ------------------------------------------------------------
+
+    def _embed_command(self, texts: list[str], model: str | None, done: Future[Embeddings]) -> None:
+        if self._closing:
+            done.set_exception(ModelUnavailable("The engine is shutting down."))
+            return
+        try:
+            if self._later or not self._ensure_model(GenerationRequest(model=model)):
+                self._later.append(lambda: self._embed_command(texts, model, done))
+                return
+            done.set_result(embed_texts(self._loaded, texts))
+        except EngineError as exc:
+            done.set_exception(exc)
+        except Exception as exc:
+            log.exception("Embedding failed")
+            done.set_exception(EngineError(f"Embedding failed: {exc}"))
+
     # ----- requests --------------------------------------------------------------
 
     def _admit(self, request: GenerationRequest, sink: Sink) -> None:
@@ -316,6 +344,12 @@ class Engine:
         max_tokens, clamped = token_budget(
             len(tokens), request, loaded.context_length, self.settings.clamp_max_tokens
         )
+        model_type = loaded.config.get("model_type")
+        processors = processors_for(request.sampling)
+        processors += constraint_processors(loaded.tokenizer, model_type, request)
+        parser = output_parser(
+            loaded.tokenizer, model_type, request, loaded.tokenizer.decode(tokens[-16:])
+        )
         cache, rest = self._prefix.fetch(self._cache_key(), tokens)
         if cache is None:
             cache = loaded.new_cache()
@@ -326,12 +360,12 @@ class Engine:
             caches=[cache],
             all_tokens=[tokens[:cached]],
             samplers=[sampler_for(request.sampling)],
-            logits_processors=[processors_for(request.sampling)],
+            logits_processors=[processors],
             stop_sequences=[StopSequences() if request.ignore_eos else self._eos_stops],
         )
         text = StopTextStream(loaded.tokenizer.detokenizer, request.stop)
         self._active[uid] = _Active(
-            request, sink, uid, text, len(tokens), cached, admitted_at=time.perf_counter()
+            request, sink, uid, text, parser, len(tokens), cached, admitted_at=time.perf_counter()
         )
         sink(Started(request.id, loaded.id, len(tokens), cached, max_tokens, clamped))
 
@@ -389,10 +423,25 @@ class Engine:
         text = piece.text if piece is not None else ""
         if reason is not None and not active.text.stopped:
             text += active.text.finish().text
-        if text or logprobs:
-            active.sink(TextDelta(text, (response.token,), logprobs))
+        if active.parser is None:
+            if text or logprobs:
+                active.sink(TextDelta(text, (response.token,), logprobs))
+        else:
+            self._emit_parsed(active, text, reason is not None)
+            if logprobs:
+                active.sink(TextDelta("", (response.token,), logprobs))
         if reason is not None:
+            if reason == "stop" and active.parser is not None and active.parser.tool_calls:
+                reason = "tool_calls"
             self._finish(active, reason)
+
+    def _emit_parsed(self, active: _Active, text: str, last: bool) -> None:
+        """Split text into answer, reasoning and tool-call events."""
+        events = active.parser.feed(text) if text else []
+        if last:
+            events += active.parser.finish()
+        for event in events:
+            active.sink(event)
 
     def _logprobs(self, active: _Active, response) -> tuple[TokenLogprob, ...]:
         request = active.request

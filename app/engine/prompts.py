@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.engine.chat import render_chat
 from app.engine.types import ContextLengthExceeded, GenerationRequest, InvalidRequest
 
 
@@ -15,7 +16,7 @@ def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
     elif request.messages is not None:
         if not request.messages:
             raise InvalidRequest("'messages' must contain at least one message.", param="messages")
-        tokens = _render_chat(tokenizer, request)
+        tokens = render_chat(tokenizer, request)
     elif request.prompt_text is not None:
         tokens = tokenizer.encode(request.prompt_text)
     else:
@@ -23,24 +24,6 @@ def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
     if not tokens:
         raise InvalidRequest("The prompt is empty.", param="prompt")
     return tokens
-
-
-def _render_chat(tokenizer, request: GenerationRequest) -> list[int]:
-    if not tokenizer.has_chat_template:
-        raise InvalidRequest(
-            "This model has no chat template; use /v1/completions with a plain prompt.",
-            param="messages",
-        )
-    try:
-        return list(
-            tokenizer.apply_chat_template(
-                request.messages, add_generation_prompt=True, **request.chat_template_kwargs
-            )
-        )
-    except Exception as exc:  # jinja raises TemplateError and plain exceptions alike
-        raise InvalidRequest(
-            f"The model's chat template could not render these messages: {exc}", param="messages"
-        ) from exc
 
 
 def token_budget(

@@ -55,3 +55,38 @@ def test_second_turn_prefills_only_new_tokens(bundled_dir):
     assert started.cached_tokens >= turn1.started.prompt_tokens
     assert timings.prefill_tokens == started.prompt_tokens - started.cached_tokens
     assert timings.prefill_tokens < 20
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_forced_tool_call_from_the_real_model(bundled_dir):
+    import json
+
+    from app.engine.types import ToolCallDelta
+
+    engine = start(bundled_dir)
+    try:
+        run = generate(
+            engine, messages=chat("What is the weather like in Paris today?"),
+            tools=[WEATHER_TOOL], tool_choice="required", max_tokens=60,
+        )
+    finally:
+        engine.stop()
+    deltas = [e for e in run.seen if isinstance(e, ToolCallDelta)]
+    assert run.finished.finish_reason == "tool_calls"
+    assert deltas[0].name == "get_weather" and deltas[0].id.startswith("call_")
+    arguments = json.loads("".join(d.arguments for d in deltas))
+    assert "paris" in arguments["city"].lower()
