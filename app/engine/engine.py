@@ -461,7 +461,7 @@ class Engine:
             completion_tokens=active.completion_tokens,
         )
         usage = Usage(active.prompt_tokens, active.completion_tokens, active.cached_tokens)
-        active.sink(Finished(reason, usage, timings))
+        active.sink(Finished(reason, usage, timings, active.text.matched))
 
     def _fail_all(self, exc: Exception) -> None:
         """A generator step failed: fail its requests, keep the engine alive."""

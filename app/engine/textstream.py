@@ -23,6 +23,7 @@ class StopTextStream:
         self._stops = tuple(s for s in stop if s)
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def add(self, token: int) -> Piece:
         """Feed one token; return the text that is now safe to show."""
@@ -41,8 +42,9 @@ class StopTextStream:
         if not self._stops:
             self._pending = ""
             return Piece(text)
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        hits = [(i, s) for s in self._stops if (i := text.find(s)) >= 0]
+        if hits:
+            cut, self.matched = min(hits, key=lambda hit: hit[0])
             self.stopped = True
             self._pending = ""
             return Piece(text[:cut], True)

@@ -180,6 +180,7 @@ class Finished:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    stop_sequence: str | None = None  # which stop string ended the text, if one did
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from app.core.settings import ServerSettings
 from app.engine.types import EngineLike
 from app.server.errors import error_middleware
 from app.server.handlers import routes
-from app.server.keys import ENGINE, IN_FLIGHT, SETTINGS
+from app.server.keys import ENGINE, IN_FLIGHT, RESPONSES, SETTINGS
+from app.server.store import ResponseStore
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ def create_app(settings: ServerSettings, engine: EngineLike) -> web.Application:
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[IN_FLIGHT] = set()
+    app[RESPONSES] = ResponseStore()
     app.add_routes(routes)
     app.on_shutdown.append(_cancel_in_flight)
     return app

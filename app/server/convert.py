@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel
 
 from app.core.models import LocalModel
 from app.engine.types import (
+    EngineError,
+    Finished,
     FinishReason,
     GenerationRequest,
     ModelStatus,
@@ -27,6 +29,7 @@ from app.engine.types import (
     TopLogprob,
     Usage,
 )
+from app.server.output import Added, Output, ReasoningPart, ToolCallPart
 from app.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -41,13 +44,18 @@ from app.server.protocol import (
     CompletionRequest,
     CompletionResponse,
     DeltaMessage,
+    FunctionCallChunk,
+    FunctionCallInfo,
     GenerationParams,
     ModelCard,
     ModelList,
     PromptTokensDetails,
     TokenLogprobInfo,
+    ToolCallChunk,
+    ToolCallInfo,
     TopLogprobInfo,
     UsageInfo,
+    function_tools,
 )
 
 # OpenAI reports impossible tokens as -9999.0; JSON has no -Infinity.
@@ -96,6 +104,10 @@ def chat_generation_request(body: ChatCompletionRequest) -> GenerationRequest:
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
         ignore_eos=bool(body.ignore_eos),
         chat_template_kwargs=body.chat_template_kwargs or {},
+        tools=function_tools(body.tools),
+        tool_choice=body.tool_choice,
+        response_format=body.response_format,
+        reasoning_effort=body.reasoning_effort,
     )
 
 
@@ -121,7 +133,7 @@ def completion_generation_request(body: CompletionRequest) -> GenerationRequest:
 
 def finish_reason(reason: FinishReason) -> str:
     """OpenAI has no "cancelled": such a request just ends."""
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def usage_info(usage: Usage) -> UsageInfo:
@@ -168,23 +180,39 @@ def completion_logprobs(logprobs: Sequence[TokenLogprob], offset: int = 0) -> Co
     return result
 
 
-class ResponseFormat(Protocol):
-    """Builds one response's objects, whole or as stream chunks."""
+def chat_delta(added: Added) -> DeltaMessage:
+    """Reasoning in `reasoning_content` (Zed reads only that); a call's first chunk names it."""
+    part = added.part
+    if isinstance(part, ReasoningPart):
+        return DeltaMessage(reasoning_content=added.text)
+    if isinstance(part, ToolCallPart):
+        if added.new:
+            chunk = ToolCallChunk(
+                index=part.position,
+                id=part.id,
+                type="function",
+                function=FunctionCallChunk(name=part.name, arguments=added.text),
+            )
+        else:
+            chunk = ToolCallChunk(
+                index=part.position, function=FunctionCallChunk(arguments=added.text)
+            )
+        return DeltaMessage(tool_calls=[chunk])
+    return DeltaMessage(content=added.text)
 
-    def opening(self) -> list[BaseModel]: ...
 
-    def chunk(self, delta: TextDelta) -> BaseModel: ...
-
-    def closing(self, reason: FinishReason) -> BaseModel: ...
-
-    def usage_chunk(self, usage: Usage) -> BaseModel: ...
-
-    def response(
-        self, text: str, logprobs: Sequence[TokenLogprob], reason: FinishReason, usage: Usage
-    ) -> BaseModel: ...
-
-
-FormatFactory = Callable[[Started, bool], ResponseFormat]
+def assistant_message(output: Output) -> AssistantMessage:
+    """`content` is null when the model only called tools, as OpenAI answers."""
+    calls = [
+        ToolCallInfo(id=c.id, function=FunctionCallInfo(name=c.name, arguments=c.arguments))
+        for c in output.tool_calls
+    ]
+    text = output.text
+    return AssistantMessage(
+        content=None if calls and not text else text,
+        reasoning_content=output.reasoning or None,
+        tool_calls=calls or None,
+    )
 
 
 class _Ids:
@@ -200,9 +228,12 @@ class _Ids:
 class ChatFormat(_Ids):
     """`chat.completion` and `chat.completion.chunk` objects for one request."""
 
-    def __init__(self, started: Started, logprobs: bool) -> None:
+    named_events = False
+
+    def __init__(self, started: Started, *, logprobs: bool = False, include_usage: bool = False):
         super().__init__("chatcmpl", started)
         self.logprobs = logprobs
+        self.include_usage = include_usage
 
     def _chunk(
         self, delta: DeltaMessage, reason: str | None = None, lps: ChatLogprobs | None = None
@@ -213,33 +244,47 @@ class ChatFormat(_Ids):
     def opening(self) -> list[BaseModel]:
         return [self._chunk(DeltaMessage(role="assistant", content=""))]
 
-    def chunk(self, delta: TextDelta) -> BaseModel:
-        lps = chat_logprobs(delta.logprobs) if self.logprobs else None
-        return self._chunk(DeltaMessage(content=delta.text), lps=lps)
+    def delta(self, added: Added, output: Output) -> list[BaseModel]:
+        lps = None
+        if self.logprobs and isinstance(added.delta, TextDelta):
+            lps = chat_logprobs(added.delta.logprobs)
+        return [self._chunk(chat_delta(added), lps=lps)]
 
-    def closing(self, reason: FinishReason) -> BaseModel:
-        return self._chunk(DeltaMessage(), finish_reason(reason))
+    def closing(self, output: Output, finished: Finished) -> list[BaseModel]:
+        return self._end(finished.finish_reason, finished.usage)
+
+    def failure(self, output: Output, error: EngineError, usage: Usage) -> list[BaseModel]:
+        """An ordinary end: clients retry in a loop on an error chunk after text."""
+        return self._end("stop", usage)
+
+    def _end(self, reason: FinishReason, usage: Usage) -> list[BaseModel]:
+        chunks = [self._chunk(DeltaMessage(), finish_reason(reason))]
+        if self.include_usage:
+            chunks.append(self.usage_chunk(usage))
+        return chunks
 
     def usage_chunk(self, usage: Usage) -> BaseModel:
         return ChatCompletionChunk(**self.header(), choices=[], usage=usage_info(usage))
 
-    def response(
-        self, text: str, logprobs: Sequence[TokenLogprob], reason: FinishReason, usage: Usage
-    ) -> BaseModel:
+    def response(self, output: Output, finished: Finished) -> BaseModel:
         choice = ChatChoice(
-            message=AssistantMessage(content=text),
-            logprobs=chat_logprobs(logprobs) if self.logprobs else None,
-            finish_reason=finish_reason(reason),
+            message=assistant_message(output),
+            logprobs=chat_logprobs(output.logprobs) if self.logprobs else None,
+            finish_reason=finish_reason(finished.finish_reason),
         )
-        return ChatCompletionResponse(**self.header(), choices=[choice], usage=usage_info(usage))
+        usage = usage_info(finished.usage)
+        return ChatCompletionResponse(**self.header(), choices=[choice], usage=usage)
 
 
 class CompletionFormat(_Ids):
-    """`text_completion` objects; chunks share the response's shape."""
+    """`text_completion` objects; chunks share the response's shape. Only text counts here."""
 
-    def __init__(self, started: Started, logprobs: bool) -> None:
+    named_events = False
+
+    def __init__(self, started: Started, *, logprobs: bool = False, include_usage: bool = False):
         super().__init__("cmpl", started)
         self.logprobs = logprobs
+        self.include_usage = include_usage
         self._offset = 0  # characters streamed so far, for text_offset
 
     def _object(self, choice: CompletionChoice, usage: UsageInfo | None = None) -> BaseModel:
@@ -248,23 +293,33 @@ class CompletionFormat(_Ids):
     def opening(self) -> list[BaseModel]:
         return []
 
+    def delta(self, added: Added, output: Output) -> list[BaseModel]:
+        if not isinstance(added.delta, TextDelta):
+            return []
+        return [self.chunk(added.delta)]
+
     def chunk(self, delta: TextDelta) -> BaseModel:
         lps = completion_logprobs(delta.logprobs, self._offset) if self.logprobs else None
         self._offset += len(delta.text)
         return self._object(CompletionChoice(text=delta.text, logprobs=lps))
 
-    def closing(self, reason: FinishReason) -> BaseModel:
-        return self._object(CompletionChoice(text="", finish_reason=finish_reason(reason)))
+    def closing(self, output: Output, finished: Finished) -> list[BaseModel]:
+        return self._end(finished.finish_reason, finished.usage)
 
-    def usage_chunk(self, usage: Usage) -> BaseModel:
-        return CompletionResponse(**self.header(), choices=[], usage=usage_info(usage))
+    def failure(self, output: Output, error: EngineError, usage: Usage) -> list[BaseModel]:
+        return self._end("stop", usage)
 
-    def response(
-        self, text: str, logprobs: Sequence[TokenLogprob], reason: FinishReason, usage: Usage
-    ) -> BaseModel:
-        lps = completion_logprobs(logprobs) if self.logprobs else None
-        choice = CompletionChoice(text=text, logprobs=lps, finish_reason=finish_reason(reason))
-        return self._object(choice, usage_info(usage))
+    def _end(self, reason: FinishReason, usage: Usage) -> list[BaseModel]:
+        chunks = [self._object(CompletionChoice(text="", finish_reason=finish_reason(reason)))]
+        if self.include_usage:
+            chunks.append(CompletionResponse(**self.header(), choices=[], usage=usage_info(usage)))
+        return chunks
+
+    def response(self, output: Output, finished: Finished) -> BaseModel:
+        lps = completion_logprobs(output.logprobs) if self.logprobs else None
+        reason = finish_reason(finished.finish_reason)
+        choice = CompletionChoice(text=output.text, logprobs=lps, finish_reason=reason)
+        return self._object(choice, usage_info(finished.usage))
 
 
 # --- models -------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Clients (the openai SDK, Zed) only show the message when it sits in that
 shape, and a stack trace never helps them, so one middleware turns our own
-errors, aiohttp's HTTP exceptions and anything unexpected into it.
+errors, aiohttp's HTTP exceptions and anything unexpected into it. Under
+`/v1/messages` the body takes Anthropic's shape instead,
+`{"type": "error", "error": {type, message}}`, which is what Anthropic's SDKs
+and Claude Code read.
 """
 
 from __future__ import annotations
@@ -15,13 +18,27 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from app.engine.types import EngineError
+from app.server.messages_protocol import AnthropicErrorDetail, AnthropicErrorResponse
 from app.server.protocol import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 
+ANTHROPIC_PREFIX = "/v1/messages"
+
 _ENGINE_STATUS = {"invalid_request": 400, "not_found": 404, "unavailable": 503, "internal": 500}
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
 
 
 class APIError(Exception):
@@ -45,14 +62,27 @@ class APIError(Exception):
         self.code = code
         self.headers = dict(headers or {})
 
-    def response(self) -> web.Response:
-        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+    def response(self, anthropic: bool = False) -> web.Response:
+        body = self.anthropic_body() if anthropic else self.openai_body()
         return web.Response(
             status=self.status,
-            text=ErrorResponse(error=detail).model_dump_json(),
+            text=body.model_dump_json(),
             content_type="application/json",
             headers=self.headers,
         )
+
+    def openai_body(self) -> ErrorResponse:
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=detail)
+
+    def anthropic_body(self) -> AnthropicErrorResponse:
+        """Claude Code compacts the conversation when it reads "prompt is too long"."""
+        kind = _ANTHROPIC_TYPES.get(self.status)
+        kind = kind or ("api_error" if self.status >= 500 else "invalid_request_error")
+        message = self.message
+        if self.code == "context_length_exceeded":
+            message = f"prompt is too long: {message}"
+        return AnthropicErrorResponse(error=AnthropicErrorDetail(type=kind, message=message))
 
 
 def from_engine_error(error: EngineError) -> APIError:
@@ -63,7 +93,11 @@ def from_engine_error(error: EngineError) -> APIError:
 
 
 def _param(loc: Sequence[int | str]) -> str | None:
-    """`("messages", 0, "content")` -> `"messages[0].content"`, skipping pydantic's `[key]` tags."""
+    """`("messages", 0, "content")` -> `"messages[0].content"`.
+
+    Parts written `[like this]` are skipped: pydantic's `[key]` tags, and the
+    tags our discriminated unions use for the same reason.
+    """
     param = ""
     for part in loc:
         if isinstance(part, int):
@@ -96,19 +130,21 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> APIErr
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into OpenAI's error body with a fitting status."""
+    """Turn every error into OpenAI's (or, for /v1/messages, Anthropic's) error body."""
+    anthropic = request.path == ANTHROPIC_PREFIX or request.path.startswith(ANTHROPIC_PREFIX + "/")
     try:
         return await handler(request)
     except APIError as exc:
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d: %s", request.method, request.path, exc.status, exc.message)
-        return exc.response()
+        return exc.response(anthropic)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _from_http_exception(request, exc).response()
+        return _from_http_exception(request, exc).response(anthropic)
     except ConnectionResetError:
         raise  # the client left: nobody to answer
     except Exception:
         log.exception("Unexpected error handling %s %s", request.method, request.path)
-        return APIError(500, "The server had an error while processing your request.").response()
+        error = APIError(500, "The server had an error while processing your request.")
+        return error.response(anthropic)

@@ -1,14 +1,17 @@
-"""One generation, answered as a JSON body or as an SSE stream.
+"""One generation, answered as a JSON body or as an SSE stream, in any API's shape.
 
 Headers wait for the engine's first event, so a request that cannot run
 (unknown model, context overflow, no model loaded) becomes a proper HTTP
-error. Once a stream has begun it always ends cleanly with a finish chunk and
-`[DONE]`: an error chunk after text makes aider and Continue retry in a loop.
+error. Once a stream has begun it always ends with the format's terminal
+events: for chat a finish chunk and `[DONE]` even after a failure (an error
+chunk after text makes aider and Continue retry in a loop), for the Responses
+and Anthropic APIs their own failure events.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -16,21 +19,24 @@ from pydantic import BaseModel
 from app.engine.types import (
     Failed,
     Finished,
-    FinishReason,
     GenerationRequest,
+    ReasoningDelta,
     Started,
     TextDelta,
-    TokenLogprob,
-    Usage,
+    ToolCallDelta,
 )
 from app.server.bridge import EngineEvents, generation
-from app.server.convert import FormatFactory, ResponseFormat
 from app.server.errors import from_engine_error
+from app.server.output import APIFormat, Output
 from app.server.sse import SSEWriter
 
 log = logging.getLogger(__name__)
 
 CLAMPED_HEADER = "x-minerva-max-tokens-clamped"
+
+FormatFactory = Callable[[Started], APIFormat]
+
+_DELTAS = (TextDelta, ReasoningDelta, ToolCallDelta)
 
 
 def json_model(body: BaseModel, headers: dict[str, str] | None = None) -> web.Response:
@@ -40,20 +46,15 @@ def json_model(body: BaseModel, headers: dict[str, str] | None = None) -> web.Re
 
 
 async def respond(
-    request: web.Request,
-    gen: GenerationRequest,
-    make_format: FormatFactory,
-    *,
-    stream: bool,
-    include_usage: bool,
+    request: web.Request, gen: GenerationRequest, make_format: FormatFactory, *, stream: bool
 ) -> web.StreamResponse:
-    """Run `gen` on the engine and answer the client in OpenAI's shape."""
+    """Run `gen` on the engine and answer in the shape `make_format` builds."""
     async with generation(request, gen) as events:
         started = await _started(events)
-        fmt = make_format(started, gen.logprobs)
+        fmt = make_format(started)
         headers = {CLAMPED_HEADER: str(started.max_tokens)} if started.max_tokens_clamped else {}
         if stream:
-            return await _stream(request, events, fmt, headers, started, include_usage)
+            return await _stream(request, events, fmt, headers, started)
         return await _collect(events, fmt, headers)
 
 
@@ -66,36 +67,30 @@ async def _started(events: EngineEvents) -> Started:
     return event
 
 
-async def _collect(
-    events: EngineEvents, fmt: ResponseFormat, headers: dict[str, str]
-) -> web.Response:
+async def _collect(events: EngineEvents, fmt: APIFormat, headers: dict[str, str]) -> web.Response:
     """Nothing is sent yet, so a failure at any point is still an HTTP error."""
-    text: list[str] = []
-    logprobs: list[TokenLogprob] = []
+    output = Output()
     async for event in events:
-        if isinstance(event, TextDelta):
-            text.append(event.text)
-            logprobs.extend(event.logprobs)
+        if isinstance(event, _DELTAS):
+            output.add(event)
         elif isinstance(event, Failed):
             raise from_engine_error(event.error)
         elif isinstance(event, Finished):
             _log_finished(event)
-            body = fmt.response("".join(text), logprobs, event.finish_reason, event.usage)
-            return json_model(body, headers)
+            return json_model(fmt.response(output, event), headers)
     raise RuntimeError("The engine's events ended without Finished")
 
 
 async def _stream(
     request: web.Request,
     events: EngineEvents,
-    fmt: ResponseFormat,
+    fmt: APIFormat,
     headers: dict[str, str],
     started: Started,
-    include_usage: bool,
 ) -> web.StreamResponse:
-    sse = await SSEWriter.open(request, headers)
+    sse = await SSEWriter.open(request, headers, named=fmt.named_events)
     try:
-        await _pump(sse, events, fmt, started, include_usage)
+        await _pump(sse, events, fmt, started)
     except ConnectionResetError:
         log.info("Client disconnected mid-stream from %s", request.path)
     except Exception:
@@ -104,30 +99,23 @@ async def _stream(
     return sse.response
 
 
-async def _pump(
-    sse: SSEWriter, events: EngineEvents, fmt: ResponseFormat, started: Started, include_usage: bool
-) -> None:
-    for chunk in fmt.opening():
-        await sse.send(chunk)
-    reason: FinishReason = "stop"  # if the engine fails mid-stream
-    usage: Usage | None = None
-    tokens = 0
+async def _pump(sse: SSEWriter, events: EngineEvents, fmt: APIFormat, started: Started) -> None:
+    await sse.send_all(fmt.opening())
+    output = Output()
     async for event in events:
-        if isinstance(event, TextDelta):
-            tokens += len(event.token_ids)
-            await sse.send(fmt.chunk(event))
+        if isinstance(event, _DELTAS):
+            added = output.add(event)
+            if added is not None:
+                await sse.send_all(fmt.delta(added, output))
         elif isinstance(event, Finished):
             _log_finished(event)
-            reason, usage = event.finish_reason, event.usage
+            await sse.send_all(fmt.closing(output, event))
         elif isinstance(event, Failed):
             log.warning(
                 "Generation failed after streaming began; ending the stream: %s", event.error
             )
-    await sse.send(fmt.closing(reason))
-    if include_usage:
-        usage = usage or Usage(started.prompt_tokens, tokens, started.cached_tokens)
-        await sse.send(fmt.usage_chunk(usage))
-    await sse.done()
+            await sse.send_all(fmt.failure(output, event.error, output.usage(started)))
+    await sse.end()
 
 
 def _log_finished(event: Finished) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from app.engine.types import EngineError
 from app.server.convert import (
     ChatFormat,
     CompletionFormat,
@@ -16,10 +18,21 @@ from app.server.convert import (
     completion_generation_request,
     model_list,
 )
-from app.server.errors import RETRY_AFTER_S, APIError, from_validation_error
+from app.server.embeddings_api import EmbeddingRequest, embedding_response, wrong_dimensions
+from app.server.errors import RETRY_AFTER_S, APIError, from_engine_error, from_validation_error
 from app.server.generation import json_model, respond
-from app.server.keys import ENGINE
+from app.server.keys import ENGINE, RESPONSES
+from app.server.messages_api import MessagesFormat, messages_generation_request
+from app.server.messages_protocol import MessagesRequest
+from app.server.output import Output
 from app.server.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from app.server.responses_api import (
+    ResponsesFormat,
+    conversation,
+    responses_generation_request,
+)
+from app.server.responses_protocol import ResponsesRequest
+from app.server.store import ResponseStore
 
 routes = web.RouteTableDef()
 
@@ -83,15 +96,65 @@ async def get_model(request: web.Request) -> web.Response:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatCompletionRequest)
     gen = chat_generation_request(body)
-    return await respond(
-        request, gen, ChatFormat, stream=bool(body.stream), include_usage=body.include_usage
-    )
+    fmt = partial(ChatFormat, logprobs=gen.logprobs, include_usage=body.include_usage)
+    return await respond(request, gen, fmt, stream=bool(body.stream))
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, CompletionRequest)
     gen = completion_generation_request(body)
-    return await respond(
-        request, gen, CompletionFormat, stream=bool(body.stream), include_usage=body.include_usage
-    )
+    fmt = partial(CompletionFormat, logprobs=gen.logprobs, include_usage=body.include_usage)
+    return await respond(request, gen, fmt, stream=bool(body.stream))
+
+
+def _history(store: ResponseStore, body: ResponsesRequest) -> list[dict[str, Any]]:
+    """The conversation a `previous_response_id` continues (none without one)."""
+    if not body.previous_response_id:
+        return []
+    found = store.get(body.previous_response_id)
+    if found is None:
+        raise APIError(
+            400,
+            f"Previous response with id '{body.previous_response_id}' not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    return found
+
+
+@routes.post("/v1/responses")
+async def responses(request: web.Request) -> web.StreamResponse:
+    """Stateless, unless the client continues a stored response by `previous_response_id`."""
+    body = await parse_body(request, ResponsesRequest)
+    store = request.app[RESPONSES]
+    messages = conversation(body, _history(store, body))
+
+    def remember(response_id: str, output: Output) -> None:
+        store.put(response_id, [*messages, output.assistant_message()])
+
+    gen = responses_generation_request(body, messages)
+    fmt = partial(ResponsesFormat, body=body, remember=None if body.store is False else remember)
+    return await respond(request, gen, fmt, stream=bool(body.stream))
+
+
+@routes.post("/v1/messages")
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's API; errors on this route take Anthropic's shape (see errors.py)."""
+    body = await parse_body(request, MessagesRequest)
+    gen = messages_generation_request(body)
+    return await respond(request, gen, MessagesFormat, stream=bool(body.stream))
+
+
+@routes.post("/v1/embeddings")
+async def embeddings(request: web.Request) -> web.Response:
+    body = await parse_body(request, EmbeddingRequest)
+    try:
+        future = request.app[ENGINE].embed(body.input, body.model or None)
+        result = await asyncio.wrap_future(future)
+    except EngineError as exc:
+        raise from_engine_error(exc) from None
+    problem = wrong_dimensions(body, result)
+    if problem is not None:
+        raise APIError(400, problem, param="dimensions")
+    return json_model(embedding_response(body, result))

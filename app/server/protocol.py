@@ -9,6 +9,7 @@ OpenAI uses, since a few clients parse loosely.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,8 +17,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -98,18 +101,149 @@ def _single_prompt(value: Any) -> Any:
     )
 
 
+def _arguments_string(value: Any) -> Any:
+    """Tool-call arguments as the JSON string OpenAI specifies; a few clients send the object."""
+    if value is None:
+        return "{}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _tool_choice(value: Any) -> Any:
+    """OpenAI's `tool_choice` as the engine's: "auto", "none", "required" or a function name."""
+    if value is None:
+        return "auto"
+    if value in ("auto", "none", "required"):
+        return value
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = (value.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return name
+    raise PydanticCustomError(
+        "tool_choice",
+        "tool_choice must be 'auto', 'none', 'required' or "
+        "{'type': 'function', 'function': {'name': '...'}}",
+    )
+
+
+def normalize_response_format(value: Any) -> Any:
+    """`response_format` as the engine takes it: None (plain text) or a JSON mode."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            raise PydanticCustomError(
+                "response_format", "A json_schema response_format needs a 'json_schema' object"
+            )
+        if not isinstance(spec.get("schema", {}), (dict, bool)):
+            raise PydanticCustomError(
+                "response_format", "'json_schema.schema' must be a JSON Schema object"
+            )
+        return {"type": "json_schema", "json_schema": spec}
+    raise PydanticCustomError(
+        "response_format", "response_format type must be 'text', 'json_object' or 'json_schema'"
+    )
+
+
 TextContent = Annotated[str | None, BeforeValidator(_text_content)]
 StopStrings = Annotated[tuple[str, ...], BeforeValidator(_stop_strings)]
 Prompt = Annotated[str | list[int], BeforeValidator(_single_prompt)]
+Arguments = Annotated[str, BeforeValidator(_arguments_string)]
+ToolChoice = Annotated[str, BeforeValidator(_tool_choice)]
+ResponseFormat = Annotated[dict[str, Any] | None, BeforeValidator(normalize_response_format)]
+
+
+class FunctionDefinition(BaseModel):
+    """A function the model may call; `parameters` is a JSON Schema object."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(BaseModel):
+    """A chat tool; only `function` tools reach the engine, other types are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "function"
+    function: FunctionDefinition | None = None
+
+    @model_validator(mode="after")
+    def _function_needs_definition(self) -> ChatTool:
+        if self.type == "function" and self.function is None:
+            raise PydanticCustomError(
+                "function_tool", "A function tool needs a 'function' object with a 'name'"
+            )
+        return self
+
+
+def function_tools(tools: list[ChatTool] | None) -> list[dict[str, Any]] | None:
+    """The engine's tool list; None when there is no function tool (`tools: []` included)."""
+    found = [
+        {"type": "function", "function": tool.function.model_dump(exclude_none=True)}
+        for tool in tools or []
+        if tool.type == "function" and tool.function is not None
+    ]
+    return found or None
+
+
+def check_tool_choice(choice: str, tools: list[dict[str, Any]] | None) -> str:
+    """A required or named choice needs tools, and a named one must be among them."""
+    if choice in ("auto", "none"):
+        return choice
+    names = [tool["function"]["name"] for tool in tools or []]
+    if not names:
+        raise PydanticCustomError(
+            "tool_choice",
+            "tool_choice '{choice}' needs function tools in 'tools'",
+            {"choice": choice},
+        )
+    if choice != "required" and choice not in names:
+        raise PydanticCustomError(
+            "tool_choice",
+            "tool_choice names the function '{choice}', which is not among the tools",
+            {"choice": choice},
+        )
+    return choice
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: Arguments = "{}"
+
+
+class ToolCall(BaseModel):
+    """A tool call in an assistant history message."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(BaseModel):
-    """One message; extra fields (tool_calls, tool_call_id, name, ...) reach the template."""
+    """One message; extra fields (tool_call_id, name, ...) reach the template."""
 
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: TextContent = None
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -160,6 +294,16 @@ class ChatCompletionRequest(GenerationParams):
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     chat_template_kwargs: dict[str, Any] | None = None  # vLLM extension
+    tools: list[ChatTool] | None = None
+    tool_choice: ToolChoice = "auto"  # validated after `tools`, which it refers to
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat = None
+    reasoning_effort: str | None = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(cls, choice: str, info: ValidationInfo) -> str:
+        return check_tool_choice(choice, function_tools(info.data.get("tools")))
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -240,9 +384,40 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = Field(default_factory=list)
 
 
+class _Sparse(BaseModel):
+    """Lists only the fields it carries: stream deltas leave out what did not change."""
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: Any) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class FunctionCallInfo(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallInfo(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallInfo
+
+
 class AssistantMessage(BaseModel):
+    """`content` is null for a bare tool call; reasoning and tool calls appear when present."""
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallInfo] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_extras(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key in ("reasoning_content", "tool_calls"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class ChatChoice(BaseModel):
@@ -261,14 +436,27 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageInfo
 
 
-class DeltaMessage(BaseModel):
+class FunctionCallChunk(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallChunk(_Sparse):
+    """The first chunk of a call has `id`, `type` and `function.name`; later ones arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallChunk
+
+
+class DeltaMessage(_Sparse):
+    """A delta lists only what it carries: `{}` on the final chunk."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_nulls(self, handler: Any) -> dict[str, Any]:
-        """A delta lists only what it carries: `{}` on the final chunk."""
-        return {key: value for key, value in handler(self).items() if value is not None}
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
 
 
 class ChatChunkChoice(BaseModel):

@@ -56,3 +56,10 @@ def test_partial_stop_prefix_is_released_when_it_turns_out_not_to_be_one(tokeniz
 def test_earliest_of_several_stops_wins(tokenizer):
     out, stopped = pieces(tokenizer, TEXT, ("Numbers", "naïve"))
     assert stopped and "".join(out) == TEXT[: TEXT.index("naïve")]
+
+
+def test_the_matched_stop_string_is_reported(tokenizer):
+    stream = StopTextStream(tokenizer.detokenizer, ("naïve", "café"))
+    for token in tokenizer.encode(TEXT):
+        stream.add(token)
+    assert stream.matched == "café"

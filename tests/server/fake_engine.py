@@ -4,18 +4,25 @@ Each request runs on its own thread and "generates" `pieces` (one token per
 piece), honouring max_tokens, stop strings, cancellation and logprobs the way
 the real engine promises to. Prompt tokens are counted as whitespace-separated
 words, so a long enough message overflows `context_length`.
+
+`script` replaces the pieces with any reasoning, text and tool-call deltas
+(one token each); a script with a tool call finishes with "tool_calls".
+`embed` answers with small vectors that float32 holds exactly.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 from app.core.models import LocalModel
 from app.engine.types import (
     ContextLengthExceeded,
+    Embeddings,
     EngineError,
     Failed,
     Finished,
@@ -24,16 +31,30 @@ from app.engine.types import (
     ModelState,
     ModelStatus,
     ModelUnavailable,
+    ReasoningDelta,
     Sink,
     Started,
     TextDelta,
     Timings,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
 
 DEFAULT_PIECES = ("Hello", ",", " world", "!")
+
+ScriptDelta = Union[TextDelta, ReasoningDelta, ToolCallDelta]
+
+# A typical tool-calling turn: think, say a word, call a function in three pieces.
+TOOL_SCRIPT: tuple[ScriptDelta, ...] = (
+    ReasoningDelta("The user wants "),
+    ReasoningDelta("the weather."),
+    TextDelta("Let me check.", (1,)),
+    ToolCallDelta(0, id="call_abc", name="get_weather", arguments=""),
+    ToolCallDelta(0, arguments='{"city": '),
+    ToolCallDelta(0, arguments='"Paris"}'),
+)
 
 
 @dataclass
@@ -47,8 +68,11 @@ class FakeEngine:
     error: EngineError | None = None  # fail every request with this instead of starting
     fail_after: int | None = None  # fail after this many pieces (mid-generation)
     available: list[LocalModel] = field(default_factory=list)
+    script: tuple[ScriptDelta, ...] | None = None  # emitted instead of `pieces`
+    embed_error: EngineError | None = None
 
     requests: list[GenerationRequest] = field(default_factory=list)
+    embedded: list[tuple[list[str], str | None]] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     saw_cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -72,6 +96,27 @@ class FakeEngine:
 
     def available_models(self) -> list[LocalModel]:
         return list(self.available)
+
+    def embed(self, texts: list[str], model: str | None = None) -> Future[Embeddings]:
+        """Answers from another thread, like the engine; text k gets [len(text), k/4, ...]."""
+        self.embedded.append((list(texts), model))
+        future: Future[Embeddings] = Future()
+
+        def run() -> None:
+            error = self.embed_error
+            if error is None and self.state != "ready":
+                error = ModelUnavailable(f"The model is not ready (state: {self.state})")
+            if error is None and model is not None and model != self.model_id:
+                error = ModelNotFound(f"The model '{model}' does not exist")
+            if error is not None:
+                future.set_exception(error)
+                return
+            vectors = [[float(len(t)), i / 4, -0.5, 0.125] for i, t in enumerate(texts)]
+            tokens = sum(len(t.split()) for t in texts)
+            future.set_result(Embeddings(model or self.model_id, vectors, tokens))
+
+        threading.Thread(target=run, daemon=True).start()
+        return future
 
     # --- helpers for tests ---------------------------------------------------
 
@@ -133,6 +178,8 @@ class FakeEngine:
         self, request: GenerationRequest, sink: Sink, max_tokens: int
     ) -> tuple[str | None, int]:
         """Emit pieces; the finish reason (None for a failure) and how many were produced."""
+        if self.script is not None:
+            return self._play(request, sink, max_tokens)
         text = ""
         for produced, piece in enumerate(self.pieces):
             if request.cancel.cancelled:
@@ -158,6 +205,25 @@ class FakeEngine:
             if self.delay_s:
                 time.sleep(self.delay_s)
         return "stop", len(self.pieces)
+
+    def _play(
+        self, request: GenerationRequest, sink: Sink, max_tokens: int
+    ) -> tuple[str | None, int]:
+        """Emit the scripted deltas, one token each."""
+        assert self.script is not None
+        for produced, delta in enumerate(self.script):
+            if request.cancel.cancelled:
+                self.saw_cancel.set()
+                return "cancelled", produced
+            if produced >= max_tokens:
+                return "length", produced
+            if self.fail_after is not None and produced >= self.fail_after:
+                return None, produced
+            sink(delta)
+            if self.delay_s:
+                time.sleep(self.delay_s)
+        calls = any(isinstance(delta, ToolCallDelta) for delta in self.script)
+        return ("tool_calls" if calls else "stop"), len(self.script)
 
 
 def _stop_cut(text: str, stops: tuple[str, ...]) -> int | None:

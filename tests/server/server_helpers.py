@@ -9,6 +9,9 @@ from aiohttp import ClientResponse
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+EMBEDDINGS = "/v1/embeddings"
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -47,3 +50,29 @@ async def error_of(resp: ClientResponse, status: int) -> dict[str, Any]:
     assert isinstance(error["message"], str) and error["message"]
     assert "Traceback" not in error["message"]
     return error
+
+
+async def read_named_stream(resp: ClientResponse) -> list[dict[str, Any]]:
+    """The events of a Responses/Anthropic stream: `event: <type>` naming each JSON `type`."""
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    text = await resp.text()
+    assert text.endswith("\n\n"), "every event ends with a blank line"
+    events = []
+    for block in text.strip("\n").split("\n\n"):
+        name_line, data_line = block.split("\n")
+        assert name_line.startswith("event: ") and data_line.startswith("data: "), block
+        data = json.loads(data_line[len("data: ") :])
+        assert data["type"] == name_line[len("event: ") :]
+        events.append(data)
+    return events
+
+
+async def anthropic_error_of(resp: ClientResponse, status: int) -> dict[str, Any]:
+    """The `error` object of an Anthropic-shaped error response with `status`."""
+    assert resp.status == status, await resp.text()
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body = await resp.json()
+    assert body["type"] == "error" and set(body) == {"type", "error"}
+    assert set(body["error"]) == {"type", "message"} and body["error"]["message"]
+    return body["error"]

@@ -7,11 +7,15 @@ from pydantic import ValidationError
 
 from app.engine.types import (
     ContextLengthExceeded,
+    Finished,
     ModelNotFound,
     ModelUnavailable,
+    ReasoningDelta,
     Started,
     TextDelta,
+    Timings,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -23,6 +27,7 @@ from app.server.convert import (
     finish_reason,
 )
 from app.server.errors import from_engine_error, from_validation_error
+from app.server.output import Output, ReasoningPart, TextPart, ToolCallPart
 from app.server.protocol import ChatCompletionRequest
 
 STARTED = Started(request_id=1, model="m", prompt_tokens=3, cached_tokens=1, max_tokens=10)
@@ -79,8 +84,11 @@ def test_usage_chunk_and_delta_shapes() -> None:
         "total_tokens": 5,
         "prompt_tokens_details": {"cached_tokens": 1},
     }
-    assert fmt.chunk(TextDelta("x")).model_dump()["choices"][0]["delta"] == {"content": "x"}
-    assert fmt.closing("stop").model_dump()["choices"][0]["delta"] == {}
+    output = Output()
+    [chunk] = fmt.delta(output.add(TextDelta("x")), output)
+    assert chunk.model_dump()["choices"][0]["delta"] == {"content": "x"}
+    [closing] = fmt.closing(output, Finished("stop", Usage(3, 1), Timings()))
+    assert closing.model_dump()["choices"][0]["delta"] == {}
 
 
 def test_completion_chunks_track_text_offset() -> None:
@@ -91,3 +99,79 @@ def test_completion_chunks_track_text_offset() -> None:
     )
     assert first.choices[0].logprobs.text_offset == [0]
     assert second.choices[0].logprobs.text_offset == [2, 3]
+
+
+def test_output_gathers_parts_in_order() -> None:
+    output = Output()
+    added = [
+        output.add(ReasoningDelta("a")),
+        output.add(ReasoningDelta("b")),
+        output.add(TextDelta("c", (1, 2))),
+        output.add(ToolCallDelta(0, id="call_1", name="f", arguments="{")),
+        output.add(ToolCallDelta(1, id="call_2", name="g")),
+        output.add(ToolCallDelta(0, arguments="}")),  # routed by index, not to the last call
+        output.add(TextDelta("d")),
+    ]
+    assert [(a.index, a.new) for a in added] == [
+        (0, True),
+        (0, False),
+        (1, True),
+        (2, True),
+        (3, True),
+        (2, False),
+        (4, True),
+    ]
+    assert output.parts == [
+        ReasoningPart("ab"),
+        TextPart("c"),
+        ToolCallPart(0, "call_1", "f", "{}"),
+        ToolCallPart(1, "call_2", "g", ""),
+        TextPart("d"),
+    ]
+    assert (output.text, output.reasoning, output.text_tokens) == ("cd", "ab", 2)
+    assert output.assistant_message() == {
+        "role": "assistant",
+        "content": "cd",
+        "reasoning_content": "ab",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": ""}},
+        ],
+    }
+
+
+def test_output_edge_cases() -> None:
+    output = Output()
+    lp = TokenLogprob(1, "", -1.0)
+    assert output.add(TextDelta("", (1,), (lp,))) is None  # counted, but nothing to show
+    assert (output.parts, output.logprobs, output.text_tokens) == ([], [lp], 1)
+    call = output.add(ToolCallDelta(0, name="f")).part
+    assert call.id.startswith("call_") and len(call.id) > len("call_")
+    assert output.assistant_message()["content"] == ""
+
+
+def test_chat_tool_call_chunks() -> None:
+    fmt = ChatFormat(STARTED)
+    output = Output()
+
+    def delta(event):
+        [chunk] = fmt.delta(output.add(event), output)
+        return chunk.model_dump()["choices"][0]["delta"]
+
+    assert delta(ToolCallDelta(0, id="call_1", name="f", arguments="{")) == {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "f", "arguments": "{"},
+            }
+        ]
+    }
+    assert delta(ToolCallDelta(0, arguments="}")) == {
+        "tool_calls": [{"index": 0, "function": {"arguments": "}"}}]
+    }
+    assert delta(ReasoningDelta("r")) == {"reasoning_content": "r"}
+    response = fmt.response(output, Finished("tool_calls", Usage(3, 3), Timings())).model_dump()
+    assert response["choices"][0]["finish_reason"] == "tool_calls"
+    assert response["choices"][0]["message"]["content"] is None

@@ -44,6 +44,25 @@ async def test_disconnect_mid_stream_cancels(client, slow_engine: FakeEngine) ->
     assert client.app[IN_FLIGHT] == set()
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"input": "hi", "stream": True}),
+        ("/v1/messages", {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                          "stream": True}),
+    ],
+)  # fmt: skip
+async def test_disconnect_mid_stream_cancels_other_apis(
+    client, slow_engine: FakeEngine, path: str, body: dict
+) -> None:
+    resp = await client.post(path, json=body)
+    assert resp.status == 200
+    assert (await resp.content.readline()).startswith(b"event: ")
+    resp.close()
+    await _wait_for_cancel(slow_engine)
+    assert slow_engine.finish_reasons == ["cancelled"]
+
+
 async def test_disconnect_while_waiting_for_whole_response_cancels(
     client, slow_engine: FakeEngine
 ) -> None:
