@@ -90,6 +90,7 @@ def test_streamed_tool_call_deltas_have_index_id_and_name_first(api):
             tools=[WEATHER],
             tool_choice="required",
             max_tokens=60,
+            temperature=0,
             stream=True,
         )
     )
@@ -115,6 +116,7 @@ def test_non_streamed_named_tool_call(api):
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         max_tokens=60,
+        temperature=0,
     )
     (call,) = reply.choices[0].message.tool_calls
     assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"]
@@ -131,7 +133,8 @@ def test_parse_with_a_pydantic_model(api):
             }
         ],
         response_format=Place,
-        max_tokens=60,
+        max_tokens=100,
+        temperature=0,
     )
     place = completion.choices[0].message.parsed
     assert isinstance(place, Place) and place.city
@@ -154,6 +157,7 @@ def test_responses_stream_function_call(api):
         tools=[tool],
         tool_choice="required",
         max_output_tokens=60,
+        temperature=0,
     ) as stream:
         events = [e.type for e in stream]
         response = stream.get_final_response()
@@ -188,7 +192,7 @@ def test_anthropic_messages_text_and_tool_use(live):
         "input_schema": WEATHER["function"]["parameters"],
     }
     with client.messages.stream(
-        model=MODEL, max_tokens=60, messages=ASK, tools=[tool], tool_choice={"type": "any"}
+        model=MODEL, max_tokens=60, messages=ASK, tools=[tool], tool_choice={"type": "any"}, extra_body={"temperature": 0}
     ) as stream:
         final = stream.get_final_message()
     use = next(block for block in final.content if block.type == "tool_use")
