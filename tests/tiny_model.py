@@ -24,7 +24,13 @@ CORPUS = [
 ] * 20
 
 
-def _tokenizer(out: Path) -> int:
+THINKING_CHATML = (
+    "{% if reasoning_effort is defined %}<|im_start|>system\nReasoning: {{ reasoning_effort }}<|im_end|>\n{% endif %}"
+    + CHATML.replace("<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>\n{% endif %}")
+)
+
+
+def _tokenizer(out: Path, thinking: bool = False) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -32,7 +38,7 @@ def _tokenizer(out: Path) -> int:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=600,
-        special_tokens=SPECIALS,
+        special_tokens=SPECIALS + (["<think>", "</think>"] if thinking else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
@@ -42,19 +48,22 @@ def _tokenizer(out: Path) -> int:
         "bos_token": None,
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
-        "chat_template": CHATML,
+        "chat_template": THINKING_CHATML if thinking else CHATML,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config))
     return tok.get_vocab_size()
 
 
-def build_tiny_model(out: Path, *, layers: int = 2, hidden: int = 128, seed: int = 0) -> Path:
+def build_tiny_model(
+    out: Path, *, layers: int = 2, hidden: int = 128, seed: int = 0, thinking: bool = False
+) -> Path:
+    """`thinking=True`: <think> tokens and a Qwen3-style template that opens <think>."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
 
     out.mkdir(parents=True, exist_ok=True)
-    vocab = _tokenizer(out)
+    vocab = _tokenizer(out, thinking)
     config = {
         "model_type": "llama",
         "hidden_size": hidden,

@@ -1,4 +1,4 @@
-"""Convert a llama-family GGUF file into an MLX model folder mlx-lm can load.
+"""Convert a llama, qwen2 or qwen3 GGUF file into an MLX model folder mlx-lm can load.
 
 The weights stay quantized: MLX reads Q4_0, Q4_1 and Q8_0 blocks straight
 into its own affine (weight, scales, biases) format, so nothing is
@@ -12,15 +12,20 @@ import logging
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from app.core.gguf_header import (
+    PRE_TOKENIZER_KINDS,
+    GGUFError,
+    GGUFHeader,
+    import_problem,
+)
+from app.core.gguf_header import read_gguf_header as _read_header
 from app.engine.types import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -33,62 +38,7 @@ CONVERTER_VERSION = 1
 # Files an MLX model folder written by `convert_gguf` must contain.
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
-SUPPORTED_ARCHITECTURES = ("llama",)
-
-# GGML tensor type ids (ggml.h), for naming what a file uses.
-_GGML_TYPE_NAMES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    6: "Q5_0",
-    7: "Q5_1",
-    8: "Q8_0",
-    9: "Q8_1",
-    10: "Q2_K",
-    11: "Q3_K",
-    12: "Q4_K",
-    13: "Q5_K",
-    14: "Q6_K",
-    15: "Q8_K",
-    16: "IQ2_XXS",
-    17: "IQ2_XS",
-    18: "IQ3_XXS",
-    19: "IQ1_S",
-    20: "IQ4_NL",
-    21: "IQ3_S",
-    22: "IQ2_S",
-    23: "IQ4_XS",
-    24: "I8",
-    25: "I16",
-    26: "I32",
-    27: "I64",
-    28: "F64",
-    29: "IQ1_M",
-    30: "BF16",
-}
-# The types MLX loads exactly -> (elements per block, bytes per block).
-_SUPPORTED_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
-SUPPORTED_TENSOR_TYPES = frozenset(_SUPPORTED_BLOCKS)  # F32, F16, Q4_0, Q4_1, Q8_0
-
-# GGUF metadata value types: id -> struct format (None: string / array).
-_VALUE_FORMATS: dict[int, str | None] = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    8: None,
-    9: None,
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-
-# GGUF tensor names -> mlx-lm llama parameter names.
+# GGUF tensor names -> mlx-lm parameter names (llama, qwen2 and qwen3 share them).
 _GLOBAL_NAMES = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
@@ -101,56 +51,29 @@ _BLOCK_NAMES = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
 _TENSOR_NAME = re.compile(r"^(?:blk\.(\d+)\.)?([a-z_]+)\.(weight|bias|scales|biases)$")
 
-# tokenizer.ggml.pre -> extra pre-tokenizer split in front of ByteLevel, from
-# llama.cpp's llama-vocab.cpp. Anything unknown is refused rather than guessed.
+# Pre-tokenizer splits in front of ByteLevel, from llama.cpp's llama-vocab.cpp
+# (the kinds are named in app.core.gguf_header.PRE_TOKENIZER_KINDS).
 _LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_PRE_TOKENIZERS = {
-    "default": "gpt2",
-    "gpt-2": "gpt2",
-    "smollm": "digits",
-    "starcoder": "digits",
-    "refact": "digits",
-    "llama-bpe": "llama3",
-    "llama3": "llama3",
-}
+# Qwen2's tokenizer.json regex: Llama 3's, but digits one by one.
+_QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_SPLIT_REGEXES = {"llama3": _LLAMA3_REGEX, "qwen2": _QWEN2_REGEX}
 
 _TOKEN_TYPE_CONTROL = 3
 _TOKEN_TYPE_USER_DEFINED = 4
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor's header entry; `shape` is in MLX order (outermost first)."""
-
-    name: str
-    shape: tuple[int, ...]
-    ggml_type: int
-
-    @property
-    def type_name(self) -> str:
-        return _GGML_TYPE_NAMES.get(self.ggml_type, f"type {self.ggml_type}")
-
-
-@dataclass(frozen=True)
-class GGUFHeader:
-    """What a GGUF says about itself, read without touching the tensor data."""
-
-    version: int
-    metadata: dict[str, Any]  # scalars and strings only; arrays are skipped
-    tensors: dict[str, TensorInfo]
-
-    @property
-    def architecture(self) -> str:
-        return str(self.metadata.get("general.architecture", "unknown"))
 
 
 # --------------------------------------------------------------------------
@@ -158,134 +81,18 @@ class GGUFHeader:
 # --------------------------------------------------------------------------
 
 
-def _read(f: BinaryIO, fmt: str) -> Any:
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise ModelLoadError("The GGUF file ends early (incomplete download?)")
-    return struct.unpack(fmt, data)[0]
-
-
-def _read_string(f: BinaryIO, file_size: int) -> str:
-    length = _read(f, "<Q")
-    if length > file_size - f.tell():
-        raise ModelLoadError("The GGUF file is corrupt (a string runs past the end)")
-    return f.read(length).decode("utf-8", errors="replace")
-
-
-def _skip_array(f: BinaryIO, file_size: int) -> None:
-    """Skip one array value without decoding it (token lists are large)."""
-    elem_type, count = _read(f, "<I"), _read(f, "<Q")
-    if elem_type == 8:
-        for _ in range(count):
-            f.seek(_read(f, "<Q"), os.SEEK_CUR)
-    elif (fmt := _VALUE_FORMATS.get(elem_type)) is not None:
-        f.seek(struct.calcsize(fmt) * count, os.SEEK_CUR)
-    else:
-        raise ModelLoadError(f"The GGUF file is corrupt (array of value type {elem_type})")
-    if f.tell() > file_size:
-        raise ModelLoadError("The GGUF file ends early (incomplete download?)")
-
-
-def _read_value(f: BinaryIO, value_type: int, file_size: int) -> Any:
-    if value_type == 8:
-        return _read_string(f, file_size)
-    if value_type == 9:
-        _skip_array(f, file_size)
-        return None
-    fmt = _VALUE_FORMATS.get(value_type)
-    if fmt is None:
-        raise ModelLoadError(f"The GGUF file is corrupt (metadata value type {value_type})")
-    return _read(f, fmt)
-
-
-def _tensor_nbytes(info: TensorInfo) -> int:
-    block, block_bytes = _SUPPORTED_BLOCKS[info.ggml_type]
-    count = 1
-    for dim in info.shape:
-        count *= dim
-    return (count + block - 1) // block * block_bytes
-
-
 def read_gguf_header(path: Path) -> GGUFHeader:
     """Parse a GGUF's metadata and tensor table; raise ModelLoadError if it is not one."""
     try:
-        file_size = path.stat().st_size
-        with open(path, "rb") as f:
-            return _parse_header(f, file_size)
-    except OSError as exc:
-        raise ModelLoadError(f"Cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def _parse_header(f: BinaryIO, file_size: int) -> GGUFHeader:
-    if f.read(4) != b"GGUF":
-        raise ModelLoadError("Not a GGUF file (bad magic bytes)")
-    version = _read(f, "<I")
-    if version not in (2, 3):
-        raise ModelLoadError(f"Unsupported GGUF version {version} (need 2 or 3)")
-    tensor_count, kv_count = _read(f, "<Q"), _read(f, "<Q")
-    if tensor_count > file_size or kv_count > file_size:
-        raise ModelLoadError("The GGUF file is corrupt (impossible header counts)")
-
-    metadata: dict[str, Any] = {}
-    for _ in range(kv_count):
-        key = _read_string(f, file_size)
-        value = _read_value(f, _read(f, "<I"), file_size)
-        if value is not None:
-            metadata[key] = value
-
-    tensors: dict[str, TensorInfo] = {}
-    offsets: dict[str, int] = {}
-    for _ in range(tensor_count):
-        name = _read_string(f, file_size)
-        n_dims = _read(f, "<I")
-        if n_dims > 8:
-            raise ModelLoadError(f"The GGUF file is corrupt (tensor {name} has {n_dims} dims)")
-        dims = [_read(f, "<Q") for _ in range(n_dims)]
-        tensors[name] = TensorInfo(name, tuple(reversed(dims)), _read(f, "<I"))
-        offsets[name] = _read(f, "<Q")
-
-    alignment = int(metadata.get("general.alignment", 32)) or 32
-    data_start = -(-f.tell() // alignment) * alignment
-    for name, info in tensors.items():
-        if info.ggml_type not in _SUPPORTED_BLOCKS:
-            continue  # refused by check_supported, with a better message
-        if data_start + offsets[name] + _tensor_nbytes(info) > file_size:
-            raise ModelLoadError(
-                f"The GGUF file is truncated: tensor {name} runs past the end "
-                "(incomplete download?)"
-            )
-    return GGUFHeader(version, metadata, tensors)
+        return _read_header(path)
+    except GGUFError as exc:
+        raise ModelLoadError(str(exc)) from exc
 
 
 def check_supported(header: GGUFHeader) -> None:
     """Refuse, with a readable reason, anything this converter cannot do exactly."""
-    arch = header.architecture
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelLoadError(
-            f"Unsupported model architecture '{arch}': only llama-family GGUF models "
-            "(Llama, Mistral, SmolLM, TinyLlama, ...) can be imported for now"
-        )
-    bad = Counter(
-        t.type_name for t in header.tensors.values() if t.ggml_type not in SUPPORTED_TENSOR_TYPES
-    )
-    if bad:
-        found = ", ".join(f"{name} ({n} tensors)" for name, n in bad.most_common())
-        raise ModelLoadError(
-            f"Unsupported GGUF quantization: {found}. Minerva can import GGUF files "
-            "quantized as Q4_0, Q4_1 or Q8_0, or unquantized F16/F32"
-        )
-    tokenizer_model = header.metadata.get("tokenizer.ggml.model")
-    if tokenizer_model != "gpt2":
-        raise ModelLoadError(
-            f"Unsupported tokenizer type '{tokenizer_model}': only byte-level BPE "
-            "('gpt2') GGUF tokenizers can be imported for now"
-        )
-    pre = header.metadata.get("tokenizer.ggml.pre", "default")
-    if pre not in _PRE_TOKENIZERS:
-        raise ModelLoadError(f"Unsupported GGUF pre-tokenizer '{pre}'")
-    if "rope_freqs.weight" in header.tensors:
-        raise ModelLoadError("Llama 3.1-style RoPE frequency scaling is not supported yet")
+    if (problem := import_problem(header)) is not None:
+        raise ModelLoadError(problem)
 
 
 # --------------------------------------------------------------------------
@@ -331,7 +138,7 @@ def _f32(value: float) -> float:
 
 
 def build_config(meta: dict[str, Any], header: GGUFHeader) -> dict[str, Any]:
-    """mlx-lm llama config.json fields from GGUF metadata."""
+    """mlx-lm config.json fields (llama, qwen2 or qwen3) from GGUF metadata."""
     arch = header.architecture
 
     def get(key: str, default: Any = None) -> Any:
@@ -350,8 +157,7 @@ def build_config(meta: dict[str, Any], header: GGUFHeader) -> dict[str, Any]:
         )
     tokens = meta.get("tokenizer.ggml.tokens") or []
     config: dict[str, Any] = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        **_ARCH_NAMES[arch],
         "hidden_size": hidden,
         "num_hidden_layers": int(get("block_count")),
         "intermediate_size": int(get("feed_forward_length")),
@@ -361,17 +167,47 @@ def build_config(meta: dict[str, Any], header: GGUFHeader) -> dict[str, Any]:
         "rms_norm_eps": _f32(get("attention.layer_norm_rms_epsilon", 1e-5)),
         "vocab_size": int(meta.get(f"{arch}.vocab_size", len(tokens))),
         "rope_theta": _f32(get("rope.freq_base", 10000.0)),
-        # GGUF stores Q/K permuted for llama.cpp's interleaved RoPE; MLX's
-        # traditional RoPE is that same rotation, so no un-permuting is needed.
-        "rope_traditional": True,
+        "rope_traditional": arch == "llama",
         "max_position_embeddings": int(get("context_length")),
         "tie_word_embeddings": "output.weight" not in header.tensors,
-        "attention_bias": "blk.0.attn_q.bias" in header.tensors,
-        "mlp_bias": "blk.0.ffn_up.bias" in header.tensors,
     }
+    config.update(_arch_specifics(arch, header, config))
     config.update(_rope_scaling(meta, arch))
     config.update(_special_token_ids(meta))
     return config
+
+
+_ARCH_NAMES = {
+    "llama": {"model_type": "llama", "architectures": ["LlamaForCausalLM"]},
+    "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]},
+    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]},
+}
+
+
+def _arch_specifics(arch: str, header: GGUFHeader, config: dict[str, Any]) -> dict[str, Any]:
+    """What differs between the supported architectures, checked against mlx-lm's classes.
+
+    RoPE: llama.cpp's converter permutes Q/K rows of llama-arch models for its
+    interleaved ("normal") RoPE, and MLX's traditional RoPE is that same
+    rotation, so llama keeps `rope_traditional: true` with no un-permuting.
+    Qwen2/Qwen3 are stored unpermuted for the NeoX-style rotation, which is
+    MLX's default (`rope_traditional: false`).
+    """
+    tensors = header.tensors
+    if arch == "llama":
+        return {
+            "attention_bias": "blk.0.attn_q.bias" in tensors,
+            "mlp_bias": "blk.0.ffn_up.bias" in tensors,
+        }
+    if arch == "qwen2":
+        if config["head_dim"] * config["num_attention_heads"] != config["hidden_size"]:
+            raise ModelLoadError("This qwen2 GGUF has a head size mlx-lm's qwen2 cannot express")
+        if "blk.0.attn_q.bias" not in tensors:
+            raise ModelLoadError("This qwen2 GGUF lacks the Q/K/V biases Qwen2 models have")
+        return {}
+    if "blk.0.attn_q_norm.weight" not in tensors:
+        raise ModelLoadError("This qwen3 GGUF lacks the Q/K norms Qwen3 models have")
+    return {}
 
 
 def _rope_scaling(meta: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -411,8 +247,8 @@ def mlx_weight_name(gguf_name: str) -> str:
         if layer is not None and part in _BLOCK_NAMES:
             return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{suffix}"
     raise ModelLoadError(
-        f"Unexpected tensor '{gguf_name}': this GGUF is not a plain llama model "
-        "(mixture-of-experts and other variants are not supported)"
+        f"Unexpected tensor '{gguf_name}': this GGUF is not a plain llama, qwen2 or "
+        "qwen3 model (mixture-of-experts and other variants are not supported)"
     )
 
 
@@ -479,30 +315,35 @@ def quantization_config(weights: dict[str, Any], header: GGUFHeader) -> dict[str
 # --------------------------------------------------------------------------
 
 
-def _pre_tokenizer(pre: str) -> Any:
+def _pre_tokenizer(kind: str) -> Any:
     from tokenizers import Regex, pre_tokenizers
 
-    kind = _PRE_TOKENIZERS[pre]
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=kind != "llama3")
+    regex = _SPLIT_REGEXES.get(kind)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=regex is None)
     if kind == "digits":
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    if kind == "llama3":
-        split = pre_tokenizers.Split(Regex(_LLAMA3_REGEX), behavior="isolated", invert=False)
+    if regex is not None:
+        split = pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
         return pre_tokenizers.Sequence([split, byte_level])
     return byte_level
 
 
 def build_tokenizer(meta: dict[str, Any]) -> Any:
     """A byte-level BPE `tokenizers.Tokenizer` from the GGUF vocab and merges."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
     tokens: list[str] = meta["tokenizer.ggml.tokens"]
     vocab = {token: i for i, token in enumerate(tokens)}
     if len(vocab) != len(tokens):
         log.warning("GGUF vocab has %d duplicate tokens", len(tokens) - len(vocab))
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=False))
-    tokenizer.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
+    kind = PRE_TOKENIZER_KINDS[meta.get("tokenizer.ggml.pre", "default")]
+    # Llama 3's tokenizer.json takes whole words found in the vocab as they are.
+    bpe = models.BPE(vocab=vocab, merges=merges, byte_fallback=False, ignore_merges=kind == "llama3")
+    tokenizer = Tokenizer(bpe)
+    if kind == "qwen2":
+        tokenizer.normalizer = normalizers.NFC()  # as Qwen2's own tokenizer.json
+    tokenizer.pre_tokenizer = _pre_tokenizer(kind)
     tokenizer.decoder = decoders.ByteLevel()
 
     types = meta.get("tokenizer.ggml.token_type") or []
@@ -594,7 +435,7 @@ def convert_gguf(
     *,
     dtype: str | None = None,
 ) -> Path:
-    """Convert a llama-family GGUF into an MLX model folder at `out_dir`; return it.
+    """Convert a llama, qwen2 or qwen3 GGUF into an MLX model folder at `out_dir`; return it.
 
     `dtype` is the float type for scales, biases and norms (and so for the
     activations); None picks `default_dtype()` for this machine.

@@ -13,7 +13,9 @@ import math
 import pytest
 from mlx_lm.utils import load_tokenizer
 
+from app.core.settings import EngineSettings
 from app.engine.chat import render_chat
+from app.engine.engine import Engine
 from app.engine.types import (
     GenerationRequest,
     InvalidRequest,
@@ -170,3 +172,27 @@ def test_embedding_an_empty_text_is_a_clear_error(engine):
 
 def test_reasoning_events_type_exists():
     assert ReasoningDelta("x").text == "x"
+
+
+def test_thinking_model_output_goes_to_reasoning(tmp_path):
+    from tests.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path / "tiny-thinker", thinking=True)
+    engine = Engine(EngineSettings(model="tiny-thinker", context_length=512), tmp_path)
+    engine.start()
+    try:
+        run = generate(engine, messages=chat("Hi"), max_tokens=20, reasoning_effort="low")
+    finally:
+        engine.stop()
+    reasoning = "".join(e.text for e in run.seen if isinstance(e, ReasoningDelta))
+    assert reasoning and not run.text  # the template opened <think>; nothing closed it
+    assert "<think>" not in reasoning
+
+
+def test_reasoning_effort_reaches_the_template(tmp_path):
+    from tests.tiny_model import build_tiny_model
+
+    tokenizer = load_tokenizer(build_tiny_model(tmp_path / "t", thinking=True))
+    request = GenerationRequest(messages=chat("Hi"), reasoning_effort="high")
+    text = tokenizer.decode(render_chat(tokenizer, request))
+    assert "Reasoning: high" in text and text.endswith("<think>\n")
