@@ -209,6 +209,11 @@ def import_problem(header: GGUFHeader) -> str | None:
     instead.
     """
     arch = header.architecture
+    if int(header.metadata.get("split.count", 1) or 1) > 1:
+        return (
+            "This GGUF is one part of a split model: merge the parts into one file "
+            "(llama-gguf-split --merge) and import that"
+        )
     if arch not in SUPPORTED_ARCHITECTURES:
         return (
             f"Unsupported model architecture '{arch}': Minerva can import GGUF models of "

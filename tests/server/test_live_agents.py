@@ -198,6 +198,13 @@ def test_anthropic_messages_text_and_tool_use(live):
     use = next(block for block in final.content if block.type == "tool_use")
     assert final.stop_reason == "tool_use" and use.name == "get_weather" and use.input["city"]
 
+    history = ASK + [
+        {"role": "assistant", "content": [block.model_dump() for block in final.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "Sunny, 21 C"}]},
+    ]
+    answer = client.messages.create(model=MODEL, max_tokens=30, messages=history, tools=[tool])
+    assert answer.content and answer.stop_reason in ("end_turn", "max_tokens", "tool_use")
+
 
 def test_embeddings_with_the_sdk_defaults(api):
     result = api.embeddings.create(model=MODEL, input=["Paris is in France.", "Rome is in Italy."])
