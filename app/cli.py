@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from app.core.settings import BUNDLED_MODEL_ID, EngineSettings, ServerSettings
@@ -29,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kv-bits", type=int, choices=[0, 4, 8], default=0, help="KV cache quantization")
     serve.add_argument("--context-length", type=_positive, default=8192)
     serve.add_argument("--max-concurrency", type=_positive, default=8)
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("MINERVA_API_KEY"),
+        help="require this key (Bearer or x-api-key); default $MINERVA_API_KEY; needed off loopback",
+    )
+    serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
+    serve.add_argument("--allowed-host", action="append", default=[], help="accept this Host name too (repeatable)")
     commands.add_parser("models", help="list the models that can be loaded")
     return parser
 
@@ -47,10 +55,17 @@ def run_serve(args: argparse.Namespace) -> int:
     from app.engine.engine import Engine
     from app.server.runner import serve
 
+    server_settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or None,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=tuple(args.allowed_host),
+    )
     engine = Engine(_engine_settings(args), models_dir())
     engine.start()
     try:
-        serve(ServerSettings(host=args.host, port=args.port), engine)
+        serve(server_settings, engine)
     except OSError as exc:
         log.error("Cannot listen on %s:%d: %s. Choose another --port.", args.host, args.port, exc.strerror or exc)
         return 2

@@ -80,3 +80,9 @@ def test_serve_on_a_busy_port_says_so(tmp_path):
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "Choose another --port" in out.stderr
+
+
+def test_lan_serving_without_a_key_refuses_to_start(capsys, monkeypatch):
+    monkeypatch.delenv("MINERVA_API_KEY", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "set an API key" in capsys.readouterr().err

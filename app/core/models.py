@@ -7,6 +7,7 @@ config.json or a GGUF header: listing models must stay cheap.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -89,7 +90,9 @@ def _quantization(config: dict[str, Any]) -> Quantization | None:
     if not isinstance(quant, dict) or "bits" not in quant:
         return None
     group = quant.get("group_size")
-    return Quantization(int(quant["bits"]), int(group) if group else None, quant.get("mode", "affine"))
+    return Quantization(
+        int(quant["bits"]), int(group) if group else None, quant.get("mode", "affine")
+    )
 
 
 def _missing_shards(path: Path) -> list[str]:
@@ -134,27 +137,52 @@ def read_local_model(path: Path, model_id: str | None = None) -> LocalModel | No
     )
 
 
+@dataclass(frozen=True)
+class _GGUFFacts:
+    architecture: str
+    main_type: str | None
+    context_length: int | None
+    problem: str | None
+
+
+@functools.lru_cache(maxsize=512)
+def _gguf_facts(path: str, size: int, mtime_ns: int) -> _GGUFFacts:
+    """What the registry shows of a GGUF, cached per file version.
+
+    Reading a header skips a token list of up to ~250k strings: tens of
+    milliseconds a file, paid again on every listing without this cache.
+    `size` and `mtime_ns` are part of the key so a changed file is re-read.
+    """
+    header = read_gguf_header(Path(path))
+    context = header.arch_value("context_length")
+    return _GGUFFacts(
+        header.architecture,
+        header.main_tensor_type(),
+        int(context) if isinstance(context, int) else None,
+        import_problem(header),
+    )
+
+
 def read_gguf_model(path: Path, model_id: str | None = None) -> LocalModel | None:
     """A LocalModel for a GGUF file (loadable after importing), or None if unreadable."""
     try:
-        header = read_gguf_header(path)
-        size = path.stat().st_size
+        st = path.stat()
+        facts = _gguf_facts(str(path), st.st_size, st.st_mtime_ns)
     except (GGUFError, OSError) as exc:
         log.warning("Skipping %s: %s", path, exc)
         return None
-    main_type = header.main_tensor_type()
-    problem = import_problem(header)
+    main_type = facts.main_type
     return LocalModel(
         id=model_id or path.name,
         path=path,
-        size_bytes=size,
-        model_type=header.architecture,
+        size_bytes=st.st_size,
+        model_type=facts.architecture,
         name=path.name[: -len(".gguf")] if path.name.endswith(".gguf") else path.name,
         format=FORMAT_GGUF,
         quantization=Quantization(_gguf_bits(main_type), None, main_type) if main_type else None,
-        context_length=header.arch_value("context_length"),
-        supported=problem is None,
-        reason=problem or "A GGUF file: import it to convert it to MLX before loading it",
+        context_length=facts.context_length,
+        supported=facts.problem is None,
+        reason=facts.problem or "A GGUF file: import it to convert it to MLX before loading it",
     )
 
 

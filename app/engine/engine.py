@@ -24,6 +24,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from app.core.models import LocalModel
 from app.core.settings import EngineSettings
 from app.engine.loader import LoadedModel, list_models, load_model, resolve_model_path
+from app.engine.admission import Admission, measure_kv_bytes_per_token
 from app.engine.embeddings import embed_texts
 from app.engine.logprobs import token_logprob
 from app.engine.output import OutputParser
@@ -93,6 +94,7 @@ class Engine:
         self._later: list[Command] = []
         self._closing = False
         self._eos_stops = StopSequences()
+        self._admission: Admission | None = None
         self._prefix = PrefixCache(settings.prefix_cache_entries, settings.prefix_cache_bytes)
 
     # ----- public, any thread -------------------------------------------------
@@ -115,6 +117,7 @@ class Engine:
         self._thread = None
 
     def submit(self, request: GenerationRequest, sink: Sink) -> None:
+        self._ensure_thread()
         if self._status.state == "loading":
             sink(Failed(ModelUnavailable(self._loading_message())))
             return
@@ -123,6 +126,7 @@ class Engine:
 
     def load_model(self, model_id: str) -> Future[ModelStatus]:
         """Load (or switch to) a model; the future resolves when it is ready or failed."""
+        self._ensure_thread()
         done: Future[ModelStatus] = Future()
         self._commands.put(lambda: self._load_command(model_id, done))
         return done
@@ -134,6 +138,7 @@ class Engine:
 
     def embed(self, texts: list[str], model: str | None = None) -> Future[Embeddings]:
         """Embed texts on the engine thread, between decode steps."""
+        self._ensure_thread()
         done: Future[Embeddings] = Future()
         self._commands.put(lambda: self._embed_command(texts, model, done))
         return done
@@ -167,7 +172,8 @@ class Engine:
         self._stream = mx.new_stream(mx.default_device())
         try:
             with mx.stream(self._stream):
-                self._loop()
+                self._adopt_state()
+                self._loop_forever()
         except _Stop:
             log.info("Engine stopped")
         finally:
@@ -175,6 +181,31 @@ class Engine:
             # process at exit ("terminate called without an active exception").
             mx.synchronize(self._stream)
             mx.clear_streams()
+
+    def _adopt_state(self) -> None:
+        """On a restarted thread: the old generator's stream died with the old thread."""
+        if self._active:
+            self._fail_all(RuntimeError("the engine thread stopped unexpectedly"))
+        elif self._loaded is not None:
+            self._generator = self._new_generator(self._loaded)
+
+    def _loop_forever(self) -> None:
+        """A bug in one step fails the requests it touched, never the engine."""
+        while True:
+            try:
+                self._loop()
+            except _Stop:
+                raise
+            except Exception as exc:
+                self._fail_all(exc)
+
+    def _ensure_thread(self) -> None:
+        """Restart the engine thread if something killed it."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            log.error("The engine thread died; starting a new one")
+            self._thread = threading.Thread(target=self._run, name="minerva-engine", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -256,6 +287,12 @@ class Engine:
             raise EngineError(f"Could not load {model_id}: {exc}") from exc
         self._loaded = loaded
         self._generator = self._new_generator(loaded)
+        self._admission = Admission(
+            self.settings.max_concurrency,
+            self.settings.max_queued,
+            measure_kv_bytes_per_token(loaded),
+            self.settings.kv_budget_bytes,
+        )
         self._status = ModelStatus(
             state="ready",
             model_id=loaded.id,
@@ -278,10 +315,16 @@ class Engine:
             stream=self._stream,
         )
 
-    def _unload(self) -> ModelStatus:
-        if self._generator is not None:
-            self._generator.close()
+    def _close_generator(self) -> None:
+        try:
+            if self._generator is not None:
+                self._generator.close()
+        except Exception:  # a generator from a dead thread cannot sync its stream
+            log.debug("Could not close the old generator", exc_info=True)
         self._generator = None
+
+    def _unload(self) -> ModelStatus:
+        self._close_generator()
         self._loaded = None
         self._prefix.clear()
         mx.clear_cache()
@@ -350,9 +393,25 @@ class Engine:
         parser = output_parser(
             loaded.tokenizer, model_type, request, loaded.tokenizer.decode(tokens[-16:])
         )
+        self._admission.admit(request.id, len(tokens) + max_tokens)
+        try:
+            uid, cached = self._start(request, tokens, max_tokens, processors)
+        except BaseException:
+            self._admission.release(request.id)
+            raise
+        text = StopTextStream(loaded.tokenizer.detokenizer, request.stop)
+        self._active[uid] = _Active(
+            request, sink, uid, text, parser, len(tokens), cached, admitted_at=time.perf_counter()
+        )
+        sink(Started(request.id, loaded.id, len(tokens), cached, max_tokens, clamped))
+
+    def _start(
+        self, request: GenerationRequest, tokens: list[int], max_tokens: int, processors: list
+    ) -> tuple[int, int]:
+        """Hand the prompt to the generator, from the longest cached prefix; (uid, cached)."""
         cache, rest = self._prefix.fetch(self._cache_key(), tokens)
         if cache is None:
-            cache = loaded.new_cache()
+            cache = self._loaded.new_cache()
         cached = len(tokens) - len(rest)
         (uid,) = self._generator.insert(
             [rest],
@@ -363,11 +422,7 @@ class Engine:
             logits_processors=[processors],
             stop_sequences=[StopSequences() if request.ignore_eos else self._eos_stops],
         )
-        text = StopTextStream(loaded.tokenizer.detokenizer, request.stop)
-        self._active[uid] = _Active(
-            request, sink, uid, text, parser, len(tokens), cached, admitted_at=time.perf_counter()
-        )
-        sink(Started(request.id, loaded.id, len(tokens), cached, max_tokens, clamped))
+        return uid, cached
 
     def _cache_key(self) -> tuple:
         loaded = self._loaded
@@ -452,6 +507,7 @@ class Engine:
 
     def _finish(self, active: _Active, reason: FinishReason) -> None:
         self._active.pop(active.uid, None)
+        self._admission.release(active.request.id)
         first = active.first_token_at
         timings = Timings(
             queued_s=active.admitted_at - active.request.submitted_at,
@@ -465,12 +521,13 @@ class Engine:
 
     def _fail_all(self, exc: Exception) -> None:
         """A generator step failed: fail its requests, keep the engine alive."""
-        log.exception("Generation step failed; failing %d requests", len(self._active))
-        error = EngineError(f"Generation failed: {exc}")
+        log.error("Generation failed (%s); failing %d request(s)", exc, len(self._active), exc_info=exc)
+        error = EngineError("Generation failed inside the engine; the request was stopped.")
         for active in list(self._active.values()):
             self._active.pop(active.uid, None)
+            self._admission.release(active.request.id)
             active.sink(Failed(error))
         if self._loaded is not None:
-            self._generator.close()
+            self._close_generator()
             self._generator = self._new_generator(self._loaded)
         mx.clear_cache()

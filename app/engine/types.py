@@ -197,7 +197,7 @@ Sink = Callable[[Event], None]
 class EngineError(Exception):
     """An error the client can understand. `kind` maps to an HTTP status."""
 
-    kind: Literal["invalid_request", "not_found", "unavailable", "internal"] = "internal"
+    kind: Literal["invalid_request", "not_found", "overloaded", "unavailable", "internal"] = "internal"
     code: str | None = None
     param: str | None = None
 
@@ -223,6 +223,13 @@ class ModelNotFound(EngineError):
     kind = "not_found"
     code = "model_not_found"
     param = "model"
+
+
+class Overloaded(EngineError):
+    """Too much work queued (or too little KV memory left): retry later."""
+
+    kind = "overloaded"
+    code = "server_overloaded"
 
 
 class ModelUnavailable(EngineError):

@@ -27,7 +27,13 @@ RETRY_AFTER_S = 5
 
 ANTHROPIC_PREFIX = "/v1/messages"
 
-_ENGINE_STATUS = {"invalid_request": 400, "not_found": 404, "unavailable": 503, "internal": 500}
+_ENGINE_STATUS = {
+    "invalid_request": 400,
+    "not_found": 404,
+    "overloaded": 429,
+    "unavailable": 503,
+    "internal": 500,
+}
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -88,7 +94,7 @@ class APIError(Exception):
 def from_engine_error(error: EngineError) -> APIError:
     """Map an engine error's `kind` to a status; its message is meant for the client."""
     status = _ENGINE_STATUS.get(error.kind, 500)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
     return APIError(status, error.message, param=error.param, code=error.code, headers=headers)
 
 

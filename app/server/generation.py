@@ -26,7 +26,8 @@ from app.engine.types import (
     ToolCallDelta,
 )
 from app.server.bridge import EngineEvents, generation
-from app.server.errors import from_engine_error
+from app.server.errors import APIError, from_engine_error
+from app.server.keys import SETTINGS
 from app.server.output import APIFormat, Output
 from app.server.sse import SSEWriter
 
@@ -49,6 +50,9 @@ async def respond(
     request: web.Request, gen: GenerationRequest, make_format: FormatFactory, *, stream: bool
 ) -> web.StreamResponse:
     """Run `gen` on the engine and answer in the shape `make_format` builds."""
+    limit = request.app[SETTINGS].max_messages
+    if gen.messages is not None and len(gen.messages) > limit:
+        raise APIError(400, f"Too many messages: {len(gen.messages)} (the limit is {limit}).", param="messages")
     async with generation(request, gen) as events:
         started = await _started(events)
         fmt = make_format(started)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from app.core.version import app_version
 from app.engine.types import EngineError
 from app.server.convert import (
     ChatFormat,
@@ -19,6 +20,7 @@ from app.server.convert import (
     model_list,
 )
 from app.server.embeddings_api import EmbeddingRequest, embedding_response, wrong_dimensions
+from app.server.openapi import build_openapi
 from app.server.errors import RETRY_AFTER_S, APIError, from_engine_error, from_validation_error
 from app.server.generation import json_model, respond
 from app.server.keys import ENGINE, RESPONSES
@@ -44,12 +46,21 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except ValueError as exc:  # includes invalid UTF-8
         raise APIError(400, f"The request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise APIError(400, "The request body is nested too deeply.") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+    except RecursionError:
+        raise APIError(400, "The request body is nested too deeply.") from None
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi(app_version()))
 
 
 @routes.get("/health")
