@@ -339,7 +339,8 @@ def build_tokenizer(meta: dict[str, Any]) -> Any:
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
     kind = PRE_TOKENIZER_KINDS[meta.get("tokenizer.ggml.pre", "default")]
     # Llama 3's tokenizer.json takes whole words found in the vocab as they are.
-    bpe = models.BPE(vocab=vocab, merges=merges, byte_fallback=False, ignore_merges=kind == "llama3")
+    llama3 = kind == "llama3"
+    bpe = models.BPE(vocab=vocab, merges=merges, byte_fallback=False, ignore_merges=llama3)
     tokenizer = Tokenizer(bpe)
     if kind == "qwen2":
         tokenizer.normalizer = normalizers.NFC()  # as Qwen2's own tokenizer.json

@@ -17,11 +17,12 @@ import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load as mlx_load
 
-from app.core.models import LocalModel, read_local_model, scan_models
+from app.core.models import FORMAT_GGUF, LocalModel, read_local_model
 from app.core.settings import BUNDLED_MODEL_ID, EngineSettings
 from app.engine.kv_cache import make_quantized_prompt_cache
 from app.engine.memory import available_memory_bytes, weights_bytes
 from app.engine.types import ModelLoadError, ModelNotFound
+from app.hub.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,30 @@ class LoadedModel:
         return make_prompt_cache(self.model)
 
 
+def model_registry(models_dir: Path) -> ModelRegistry:
+    """The registry the engine loads from: the models folder, hub cache and added folders."""
+    return ModelRegistry(models_dir)
+
+
 def list_models(models_dir: Path) -> list[LocalModel]:
-    """Loadable models: the bundled one (converted or not) and the models folder."""
+    """Loadable models: the bundled one (converted or not), then the registry's."""
     from app.engine.bundled import bundled_gguf_path
 
-    found = scan_models(models_dir)
+    found = [m for m in model_registry(models_dir).models() if m.loadable]
     if not any(m.id == BUNDLED_MODEL_ID for m in found):
         try:
             gguf = bundled_gguf_path()
-            found.insert(0, LocalModel(BUNDLED_MODEL_ID, gguf, gguf.stat().st_size, "llama"))
+            bundled = LocalModel(
+                BUNDLED_MODEL_ID,
+                gguf,
+                gguf.stat().st_size,
+                "llama",
+                name="SmolLM2-135M-Instruct",
+                format=FORMAT_GGUF,
+                source="bundled",
+                context_length=8192,
+            )
+            found.insert(0, bundled)
         except ModelLoadError:
             log.warning("The bundled model package is not installed")
     return found
@@ -68,18 +84,24 @@ def list_models(models_dir: Path) -> list[LocalModel]:
 def resolve_model_path(model_id: str, models_dir: Path, progress: Progress) -> Path:
     """The folder for a model id; converts the bundled model on first use.
 
-    Ids are only ever looked up among the scanned folders, never joined onto
-    a path, so a request cannot name a folder outside the models folder.
+    Ids are only ever looked up among what the registry found, never joined
+    onto a path, so a request cannot name a folder outside those places.
     """
     if model_id == BUNDLED_MODEL_ID:
         from app.engine.bundled import ensure_bundled_model
 
         progress(0.05, "Preparing the bundled model")
         return ensure_bundled_model(models_dir)
-    for model in scan_models(models_dir):
-        if model.id == model_id:
-            return model.path
-    raise ModelNotFound(f"The model '{model_id}' does not exist or is not installed.")
+    model = model_registry(models_dir).get(model_id)
+    if model is None:
+        raise ModelNotFound(f"The model '{model_id}' does not exist or is not installed.")
+    if model.format == FORMAT_GGUF:
+        if model.supported:
+            raise ModelLoadError(f"'{model_id}' is a GGUF file: import it first to convert it")
+        raise ModelLoadError(f"'{model_id}' is a GGUF file Minerva cannot import: {model.reason}")
+    if not model.supported:
+        raise ModelLoadError(f"Cannot load '{model_id}': {model.reason}")
+    return model.path
 
 
 def check_fits(path: Path) -> int:

@@ -8,6 +8,7 @@ go through `scan_cache_dir` and its delete strategies.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -38,7 +39,11 @@ class Snapshot:
         model = read_local_model(self.path, self.repo_id)
         if model is not None:
             yield replace(
-                model, name=name, size_bytes=self.size_bytes, source="hf-cache", repo_id=self.repo_id
+                model,
+                name=name,
+                size_bytes=self.size_bytes,
+                source="hf-cache",
+                repo_id=self.repo_id,
             )
         for file in self.gguf_files:
             relative = file.relative_to(self.path).as_posix()
@@ -105,6 +110,8 @@ def delete(cache_dir: Path, model: LocalModel) -> int:
     if info is None or model.repo_id is None:
         raise HubCacheError(f"{model.id} is no longer in the hub cache")
     repo = _cached_repo(info, cache_dir, model.repo_id)
+    # Plan against this repo alone: delete_revisions matches commit hashes in every repo.
+    info = dataclasses.replace(info, repos=frozenset({repo}))
     if model.format == FORMAT_GGUF and hasattr(info, "delete_files"):
         relative = model.id[len(model.repo_id) + 1 :]
         files = [

@@ -3,7 +3,10 @@
 Three places are searched:
 
 * the app's models folder: MLX model folders (and `.gguf` files) directly
-  inside it. Id: the folder (or file) name, e.g. `smollm2-135m-instruct`.
+  inside it. Id: the folder (or file) name, e.g. `smollm2-135m-instruct`; a
+  `.gguf` file in a folder of its own (a downloaded GGUF repo) is
+  `<folder>/<file>`, e.g. `org--name/model-Q4_0.gguf` (hub repo ids never
+  hold `--`, so this cannot clash with the next kind).
 * the Hugging Face hub cache (`HF_HUB_CACHE`, or `HF_HOME/hub`, or
   `~/.cache/huggingface/hub`), so models fetched by mlx-lm, `hf download` or
   other tools are found: the snapshot of each model repo's `main` revision
@@ -16,9 +19,10 @@ Three places are searched:
   `folder:<name>`, with `-<6 hex digits of the path's hash>` added to every
   entry whose name more than one added folder uses.
 
-The three id forms cannot collide: folder names hold no `/` or `:`, repo ids
-always hold one `/`. Ids are only ever looked up in what was found, never
-joined onto a path, so no id can name a file outside these places.
+The id forms cannot collide: folder names hold no `/` or `:`, repo ids hold
+one `/` and no `--`, added-folder ids start with `folder:`. Ids are only ever
+looked up in what was found, never joined onto a path, so no id can name a
+file outside these places.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -87,6 +92,11 @@ def reveal_command(path: Path, platform: str = sys.platform) -> list[str]:
     if platform.startswith("win"):
         return ["explorer", f"/select,{path}"]
     return ["xdg-open", str(path if path.is_dir() else path.parent)]
+
+
+def reveal(path: Path) -> None:
+    """Show `path` in the file manager, without waiting for it."""
+    subprocess.Popen(reveal_command(path), start_new_session=True)  # noqa: S603
 
 
 class ModelRegistry:
@@ -156,6 +166,11 @@ class ModelRegistry:
             model = _read_any(path, path.name)
             if model is not None:
                 yield replace(model, source="models")
+            elif path.is_dir():  # a downloaded GGUF repo: models/org--name/x.gguf
+                for file in filter(_is_gguf, _children(path)):
+                    gguf = read_gguf_model(file, f"{path.name}/{file.name}")
+                    if gguf is not None:
+                        yield replace(gguf, source="models")
 
     def _hf_cache_entries(self) -> Iterator[LocalModel]:
         for snapshot in hf_cache.model_snapshots(self.hf_cache_dir):
@@ -330,13 +345,23 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
+def _owned_by(root: Path, target: Path) -> bool:
+    """True for an entry of `root` itself, or a GGUF file in a folder of `root`."""
+    root = Path(os.path.abspath(root))
+    if target.name in ("", ".", ".."):
+        return False
+    if target.parent == root:
+        return True
+    return target.parent.parent == root and _is_gguf(target) and not target.parent.is_symlink()
+
+
 def _delete_in(root: Path, target: Path) -> int:
-    """Delete `target`, which must sit directly in `root`; returns bytes freed.
+    """Delete `target`, an entry of `root` (or a GGUF one level down); returns bytes freed.
 
     A symlink is unlinked, never followed: what it points to is not ours.
     """
     target = Path(os.path.abspath(target))
-    if target.parent != Path(os.path.abspath(root)) or target.name in ("", ".", ".."):
+    if not _owned_by(root, target):
         raise RegistryError(f"Refusing to delete {target}: it is not in {root}")
     if target.is_symlink():
         target.unlink()

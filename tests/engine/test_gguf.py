@@ -284,11 +284,11 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
     gguf = _write_gguf(
-        tmp_path / "qwen.gguf",
-        {"general.architecture": "qwen2", "tokenizer.ggml.model": "gpt2"},
+        tmp_path / "gemma.gguf",
+        {"general.architecture": "gemma3", "tokenizer.ggml.model": "gpt2"},
         [("token_embd.weight", (4, 8), 0, bytes(4 * 8 * 4))],
     )
-    with pytest.raises(ModelLoadError, match="architecture 'qwen2'"):
+    with pytest.raises(ModelLoadError, match="architecture 'gemma3'"):
         convert_gguf(gguf, tmp_path / "out")
 
 

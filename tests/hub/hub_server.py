@@ -185,6 +185,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, url path, Range)
         self.rate: float | None = None  # body bytes per second, None = unlimited
         self.page_size = 1000
+        self.ignore_range = False  # answer 200 with the whole file, as some proxies do
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -218,6 +219,17 @@ class FakeHub:
         self._thread.join(10)
 
     # -- setup ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to a healthy hub between tests (repos stay)."""
+        with self._lock:
+            self.faults.clear()
+            self.served.clear()
+            self.requests.clear()
+            self.tokens.clear()
+        self.rate = None
+        self.page_size = 1000
+        self.ignore_range = False
 
     def add_repo(self, repo_id: str, files: dict[str, bytes | Path], **meta: Any) -> FakeRepo:
         loaded = {}
@@ -265,6 +277,8 @@ class FakeHub:
 
     async def _list_models(self, request: web.Request) -> web.Response:
         self._log(request)
+        if (fault := self._take_fault("status", "GET", None)) is not None:
+            return self._error(fault.status, fault.headers.get("X-Error-Code"), "injected", fault.headers)
         q = request.query
         found = [r for r in self.repos.values() if not r.private]
         if search := q.get("search"):
@@ -273,7 +287,8 @@ class FakeHub:
             found = [r for r in found if r.author == author]
         for tag in q.getall("filter", []):
             found = [r for r in found if tag in r.tags or tag == r.library_name]
-        key = {"lastModified": "last_modified", "createdAt": "created_at"}.get(q.get("sort", ""), q.get("sort"))
+        renames = {"lastModified": "last_modified", "createdAt": "created_at"}
+        key = renames.get(q.get("sort", ""), q.get("sort"))
         if key in ("downloads", "likes", "last_modified", "created_at"):
             reverse = q.get("direction", "-1") == "-1"
             found.sort(key=lambda r: getattr(r, key), reverse=reverse)
@@ -346,7 +361,8 @@ class FakeHub:
             headers["X-Linked-Etag"] = f'"{file.sha256}"'
         start, end = 0, size
         status = 200
-        if (rng := request.headers.get("Range")) and rng.startswith("bytes="):
+        rng = None if self.ignore_range else request.headers.get("Range")
+        if rng and rng.startswith("bytes="):
             first, _, last = rng[6:].partition("-")
             start = int(first or 0)
             end = min(int(last) + 1, size) if last else size
