@@ -30,7 +30,7 @@ from app.engine.logprobs import token_logprob
 from app.engine.output import OutputParser
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import prompt_tokens, token_budget
-from app.engine.sampling import processors_for, sampler_for
+from app.engine.sampling import Samplers, processors_for
 from app.engine.structure import constraint_processors, output_parser
 from app.engine.textstream import StopTextStream
 from app.engine.types import (
@@ -307,6 +307,7 @@ class Engine:
     def _new_generator(self, loaded: LoadedModel) -> BatchGenerator:
         concurrency = self.settings.max_concurrency
         self._eos_stops = StopSequences([[t] for t in sorted(loaded.eos_token_ids)])
+        self._samplers = Samplers()  # keys are arrays of this thread
         return BatchGenerator(
             loaded.model,
             completion_batch_size=concurrency,
@@ -375,7 +376,7 @@ class Engine:
             sink(Failed(exc))
         except Exception as exc:
             log.exception("Could not start request %d", request.id)
-            sink(Failed(EngineError(f"The request could not be started: {exc}")))
+            sink(Failed(EngineError("The request could not be started because of an internal error.")))
 
     def _insert(self, request: GenerationRequest, sink: Sink) -> None:
         loaded = self._loaded
@@ -418,7 +419,7 @@ class Engine:
             max_tokens=[max_tokens],
             caches=[cache],
             all_tokens=[tokens[:cached]],
-            samplers=[sampler_for(request.sampling)],
+            samplers=[self._samplers.for_request(request.sampling)],
             logits_processors=[processors],
             stop_sequences=[StopSequences() if request.ignore_eos else self._eos_stops],
         )

@@ -1,14 +1,15 @@
 """Per-request samplers and logits processors, built from mlx-lm's pieces.
 
 `BatchGenerator` samples all rows in one call only when they share the same
-sampler object, so unseeded samplers are cached per parameter set. A seeded
-request gets its own sampler with its own PRNG key: MLX's global random state
-is per thread and shared by every request on the engine thread.
+sampler object, so unseeded samplers are cached per parameter set. Every
+sampler owns its PRNG key: mlx-lm's compiled sampler reads MLX's global random
+state, which another thread may have left holding lazy arrays this thread
+cannot evaluate. A seeded request gets its own sampler and key.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
 from typing import Callable
 
 import mlx.core as mx
@@ -18,7 +19,6 @@ from mlx_lm.sample_utils import (
     apply_top_p,
     greedy_sampler,
     make_logits_processors,
-    make_sampler,
 )
 
 from app.engine.types import SamplingParams
@@ -34,12 +34,13 @@ def _filters(p: SamplingParams) -> list[Callable[[mx.array], mx.array]]:
     if p.min_p != 0.0:
         chain.append(lambda x: apply_min_p(x, p.min_p))
     if p.top_k > 0:
-        chain.append(lambda x: apply_top_k(x, p.top_k))
+        # top_k at or beyond the vocabulary keeps everything (mlx-lm would raise mid-batch).
+        chain.append(lambda x: apply_top_k(x, p.top_k) if p.top_k < x.shape[-1] else x)
     return chain
 
 
-def _seeded_sampler(p: SamplingParams) -> Sampler:
-    key = mx.random.key(p.seed)
+def _keyed_sampler(p: SamplingParams, seed: int) -> Sampler:
+    key = mx.random.key(seed % (1 << 64))  # OpenAI allows any integer; MLX wants uint64
     chain = _filters(p)
     inv_temp = 1.0 / p.temperature
 
@@ -53,18 +54,25 @@ def _seeded_sampler(p: SamplingParams) -> Sampler:
     return sample
 
 
-@lru_cache(maxsize=64)
-def _shared_sampler(p: SamplingParams) -> Sampler:
-    return make_sampler(temp=p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+class Samplers:
+    """The engine thread's samplers: one per unseeded parameter set, so rows batch."""
 
+    MAX_SHARED = 64
 
-def sampler_for(p: SamplingParams) -> Sampler:
-    """A sampler for one request: shared when possible so rows batch together."""
-    if p.greedy:
-        return greedy_sampler
-    if p.seed is not None:
-        return _seeded_sampler(p)
-    return _shared_sampler(p)
+    def __init__(self) -> None:
+        self._shared: dict[SamplingParams, Sampler] = {}
+
+    def for_request(self, p: SamplingParams) -> Sampler:
+        if p.greedy:
+            return greedy_sampler
+        if p.seed is not None:
+            return _keyed_sampler(p, p.seed)
+        sampler = self._shared.get(p)
+        if sampler is None:
+            if len(self._shared) >= self.MAX_SHARED:
+                self._shared.clear()
+            sampler = self._shared[p] = _keyed_sampler(p, int.from_bytes(os.urandom(4), "little"))
+        return sampler
 
 
 def processors_for(p: SamplingParams) -> list:

@@ -206,3 +206,9 @@ def test_ignore_eos_generates_exactly_max_tokens(engine):
     run = generate(engine, prompt_text="Hello", max_tokens=40, ignore_eos=True)
     assert run.finished.finish_reason == "length"
     assert run.finished.usage.completion_tokens == 40
+
+
+def test_extreme_sampling_values_are_handled(engine):
+    """Found by fuzzing: top_k beyond the vocabulary and seeds outside uint64."""
+    for params in (SamplingParams(1.0, top_k=10_000), SamplingParams(1.0, seed=-5), SamplingParams(1.0, seed=2**80)):
+        assert generate(engine, prompt_text="Hi", max_tokens=3, sampling=params).finished

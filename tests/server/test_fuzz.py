@@ -62,6 +62,7 @@ def check_error_shape(response, path: str) -> None:
 def fuzz(schema, examples_per_route: int) -> int:
     """Every operation in the schema, `examples_per_route` generated cases each; returns the count."""
     sent = 0
+    history: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
 
@@ -71,7 +72,13 @@ def fuzz(schema, examples_per_route: int) -> int:
         def run(case):
             nonlocal sent
             sent += 1
-            check_error_shape(case.call(timeout=60), operation.path)
+            history.append(f"{case.method} {case.path} {case.body!r}"[:300])
+            response = case.call(timeout=60)
+            try:
+                check_error_shape(response, operation.path)
+            except AssertionError as exc:
+                recent = "\n".join(history[-8:])
+                raise AssertionError(f"{exc}\nlast requests:\n{recent}"[:4000]) from None
 
         run()
     return sent
@@ -82,4 +89,4 @@ def test_fuzz_every_route_fast_engine(fake_schema):
 
 
 def test_fuzz_every_route_real_engine(real_schema):
-    assert fuzz(real_schema, 25) >= 150
+    assert fuzz(real_schema, 60) >= 300
