@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from app import cli_models
 from app.core.settings import BUNDLED_MODEL_ID, EngineSettings, ServerSettings
 
 log = logging.getLogger("minerva")
@@ -21,7 +22,11 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minerva", description="Run language models locally.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: INFO for serve, WARNING for the other commands",
+    )
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the OpenAI-compatible API without the GUI")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -37,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
     serve.add_argument("--allowed-host", action="append", default=[], help="accept this Host name too (repeatable)")
-    commands.add_parser("models", help="list the models that can be loaded")
+    cli_models.add_parser(commands)
     return parser
 
 
@@ -74,15 +79,6 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_models() -> int:
-    from app.core.paths import models_dir
-    from app.engine.loader import list_models
-
-    for model in list_models(models_dir()):
-        print(f"{model.id:40} {model.size_bytes / 1e6:9.1f} MB  {model.path}")
-    return 0
-
-
 def run_gui() -> int:
     from app.ui.placeholder import run
 
@@ -91,14 +87,15 @@ def run_gui() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    default_level = "INFO" if args.command == "serve" else "WARNING"
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level or default_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         if args.command == "serve":
             return run_serve(args)
         if args.command == "models":
-            return run_models()
+            return cli_models.run(args)
         return run_gui()
     except ValueError as exc:  # settings validation: say what is wrong, no traceback
         print(f"minerva: {exc}", file=sys.stderr)
