@@ -509,6 +509,8 @@ class Engine:
     def _finish(self, active: _Active, reason: FinishReason) -> None:
         self._active.pop(active.uid, None)
         self._admission.release(active.request.id)
+        if not self._active:
+            mx.clear_cache()  # idle: give freed KV buffers back to the system
         first = active.first_token_at
         timings = Timings(
             queued_s=active.admitted_at - active.request.submitted_at,

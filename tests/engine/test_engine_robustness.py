@@ -110,3 +110,24 @@ def test_concurrent_submitters_from_many_threads(engine):
     for t in threads:
         t.join(60)
     assert len(results) == 16 and engine.active_requests == 0
+
+
+def test_model_folder_deleted_while_loaded(models_dir, tmp_path):
+    import shutil
+
+    from app.core.settings import EngineSettings
+    from app.engine.engine import Engine
+    from tests.conftest import TINY_ID
+
+    shutil.copytree(models_dir / TINY_ID, tmp_path / "doomed")
+    engine = Engine(EngineSettings(model="doomed", context_length=256), tmp_path)
+    engine.start()
+    try:
+        assert engine.wait_ready(60).state == "ready"
+        shutil.rmtree(tmp_path / "doomed")
+        assert generate(engine, prompt_text="Hi", max_tokens=4).finished  # weights are in memory
+        status = engine.load_model("doomed").result(60)
+        assert status.state == "error" and "doomed" in status.error
+        assert isinstance(generate(engine, model="doomed", prompt_text="Hi", max_tokens=2).failed.error, Exception)
+    finally:
+        engine.stop()
