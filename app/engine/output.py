@@ -138,23 +138,20 @@ class OutputParser:
         events, self._events = self._events, []
         return events
 
-    def _text(self, text: str) -> None:
+    def _append(self, kind: type[TextDelta] | type[ReasoningDelta], text: str) -> None:
         if not text:
             return
         events = self._events
-        if events and type(events[-1]) is TextDelta:
-            events[-1] = TextDelta(events[-1].text + text)
+        if events and type(events[-1]) is kind:
+            events[-1] = kind(events[-1].text + text)
         else:
-            events.append(TextDelta(text))
+            events.append(kind(text))
+
+    def _text(self, text: str) -> None:
+        self._append(TextDelta, text)
 
     def _reasoning(self, text: str) -> None:
-        if not text:
-            return
-        events = self._events
-        if events and type(events[-1]) is ReasoningDelta:
-            events[-1] = ReasoningDelta(events[-1].text + text)
-        else:
-            events.append(ReasoningDelta(text))
+        self._append(ReasoningDelta, text)
 
     def _call_header(self, name: str) -> int:
         index = self._calls
