@@ -15,7 +15,9 @@ class EngineSettings:
     kv_group_size: int = 64
     max_concurrency: int = 8
     prefill_step_size: int = 512
-    prefix_cache_bytes: int = 1 << 30
+    # None: a quarter of the memory available when the engine starts (an 8K-token
+    # chat on an 8B model alone needs ~1 GB).
+    prefix_cache_bytes: int | None = None
     prefix_cache_entries: int = 32
     # Clients such as OpenCode send max_tokens far beyond small contexts; clamp
     # to what is left (and report it) instead of failing every request.

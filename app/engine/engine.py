@@ -27,6 +27,7 @@ from app.engine.loader import LoadedModel, list_models, load_model, resolve_mode
 from app.engine.admission import Admission, measure_kv_bytes_per_token
 from app.engine.embeddings import embed_texts
 from app.engine.logprobs import token_logprob
+from app.engine.memory import available_memory_bytes
 from app.engine.output import OutputParser
 from app.engine.prefix_cache import PrefixCache
 from app.engine.prompts import prompt_tokens, token_budget
@@ -95,7 +96,10 @@ class Engine:
         self._closing = False
         self._eos_stops = StopSequences()
         self._admission: Admission | None = None
-        self._prefix = PrefixCache(settings.prefix_cache_entries, settings.prefix_cache_bytes)
+        prefix_bytes = settings.prefix_cache_bytes
+        if prefix_bytes is None:
+            prefix_bytes = available_memory_bytes() // 4
+        self._prefix = PrefixCache(settings.prefix_cache_entries, prefix_bytes)
 
     # ----- public, any thread -------------------------------------------------
 

@@ -740,6 +740,9 @@ def _mlx_parser_name(tokenizer) -> str | None:
     return name if isinstance(name, str) else None
 
 
+# Both below run for every request on the engine thread; reading a 150k-token
+# vocabulary took ~100 ms, so results are kept per loaded tokenizer.
+@functools.lru_cache(maxsize=16)
 def tool_style(tokenizer, model_type: str | None) -> str:
     """How this model writes tool calls: the parser family to read them with."""
     source = _template_source(tokenizer)
@@ -762,6 +765,7 @@ def tool_style(tokenizer, model_type: str | None) -> str:
     return "hermes"
 
 
+@functools.lru_cache(maxsize=16)
 def _think_markers(tokenizer, style: str) -> tuple[str, str] | None:
     if style == "harmony":
         return None

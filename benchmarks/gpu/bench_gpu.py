@@ -20,7 +20,8 @@ Every measurement also counts the CUDA kernels MLX compiled (JIT) while it ran,
 read from MLX's PTX cache folder: a run that compiles is not a steady state.
 Servers run in their own processes (ours is `minerva serve` with timing
 wrappers, benchmarks/gpu/instrument.py), clients in this one. Prints Markdown
-and writes <out>/bench_<shape>.json (and .md) after every measurement.
+and writes <out>/bench_<shape>.json (and .md) after every measurement;
+`bench_gpu.py --report a.json [b.json ...]` prints the tables of saved runs.
 """
 
 from __future__ import annotations
@@ -602,17 +603,18 @@ def save(args, rep: Report) -> None:
 def markdown(rep: Report) -> str:
     lines = []
     info = rep.info
-    lines.append(f"### {info['shape_label']} on {info['gpu']['name']}, {info['date']}\n")
+    lines.append(f"#### {info['shape_label']} on {info['gpu']['name']}, {info['date']}\n")
     lines.append(f"MLX {info['mlx']} ({info['device']}), mlx-lm {info['mlx_lm']}, Python "
                  f"{info['python']}; {info['weights_gb']:.2f} GB of weights ({info['quant']}); "
                  f"greedy; prompt ~{info['prompt']} tokens, {info['tokens']} generated tokens.\n")
     if rep.single:
         raw = rep.single[0]
-        lines += ["| path | TTFT (ms) | decode tok/s | vs raw | kernels compiled |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["| path | TTFT (ms) | decode tok/s | vs raw | runs: decode tok/s | kernels compiled |",
+                  "|---|---:|---:|---:|---|---:|"]
         for s in rep.single:
+            runs = ", ".join(f"{r[1]:.0f}" for r in s.runs)
             lines.append(f"| {s.path} | {s.ttft_ms:.1f} | {s.decode_tps:.1f} | "
-                         f"{s.decode_tps / raw.decode_tps:.1%} | {s.jit} |")
+                         f"{s.decode_tps / raw.decode_tps:.1%} | {runs} | {s.jit} |")
         lines.append("")
     if rep.engine_single.get("steps"):
         e = rep.engine_single
@@ -725,7 +727,33 @@ def targets(rep: Report) -> list[str]:
 # ----- main -------------------------------------------------------------------------------------
 
 
+def load_report(paths: list[str]) -> Report:
+    """One Report from the JSON of several runs of one shape (e.g. sections 1,3,5 and 2)."""
+    rep = None
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        part = Report(
+            info=data["info"],
+            single=[Single(**s) for s in data["single"]],
+            concurrent=[Concurrent(**c) for c in data["concurrent"]],
+            turns=[Turn(**t) for t in data["turns"]],
+            bandwidth=data["bandwidth"], engine_single=data["engine_single"],
+            diag=data.get("diag", []), notes=data.get("notes", []),
+        )
+        if rep is None:
+            rep = part
+            continue
+        for name in ("single", "concurrent", "turns", "diag", "notes"):
+            getattr(rep, name).extend(getattr(part, name))
+        rep.bandwidth = rep.bandwidth or part.bandwidth
+        rep.engine_single = rep.engine_single or part.engine_single
+    return rep
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--report":
+        print(markdown(load_report(sys.argv[2:])))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="llama8b", choices=sorted(shapes.SHAPES))
     parser.add_argument("--sections", default="1,2,3,4")
